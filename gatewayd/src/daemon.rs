@@ -1,0 +1,261 @@
+//! Wiring: builds the pipeline from the config, runs it, and shuts it down
+//! in order so that nothing in flight is lost.
+//!
+//! Shutdown order (on the `shutdown` future):
+//! 1. sources stop taking input, answer what they have in flight, return;
+//! 2. the ingest queue closes; the writer commits what is queued, returns;
+//! 3. the forwarder keeps forwarding for `forwarder.drain_timeout_secs`
+//!    (or until the buffer is empty and every batch is acknowledged);
+//! 4. the uplink publishes its retained offline status and disconnects;
+//! 5. the buffer thread closes SQLite.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gatewayd_adapter_coap::CoapSource;
+use gatewayd_buffer::{BufferConfig, SqliteStore};
+use gatewayd_core::{
+    ingest_channel, HealthHandle, ReadingSink, Source, SourceContext, SourceState,
+};
+use gatewayd_uplink::{Uplink, UplinkStatus};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::pipeline::{self, BufferHandle, Signals, WriterCounters};
+
+/// Builds one source from its `[sources.<name>]` table and spawns it.
+fn spawn_source<S: Source>(
+    key: &str,
+    table: &toml::Table,
+    ctx: SourceContext,
+    tasks: &mut JoinSet<(String, Result<(), gatewayd_core::SourceError>)>,
+) -> anyhow::Result<()> {
+    let mut table = table.clone();
+    table.remove("kind");
+    let cfg: S::Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            if path.is_empty() || path == "." {
+                anyhow::anyhow!("{key}: {msg}")
+            } else {
+                anyhow::anyhow!("{key}.{path}: {msg}")
+            }
+        })?;
+    let source = S::build(key, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = ctx.name.clone();
+    tasks.spawn(async move {
+        let r = source.run(ctx).await;
+        (name, r)
+    });
+    Ok(())
+}
+
+/// Health of the running daemon, for logs now and D-Bus later.
+#[derive(Clone)]
+pub struct Health {
+    pub uplink: watch::Receiver<UplinkStatus>,
+    pub sources: Vec<(String, watch::Receiver<SourceState>)>,
+    pub buffer: BufferHandle,
+}
+
+/// Runs gatewayd until `shutdown` completes, then drains and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let gateway_id = config.gateway.id.clone();
+    std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
+        format!(
+            "gateway.data_dir: cannot create {}",
+            config.gateway.data_dir.display()
+        )
+    })?;
+
+    // The buffer.
+    let buffer_cfg = BufferConfig {
+        path: config.buffer_path(),
+        max_bytes: config.buffer.max_bytes,
+        when_full: config.buffer.when_full,
+        sync: config.buffer.sync,
+    };
+    let store = SqliteStore::open(&buffer_cfg)
+        .with_context(|| format!("buffer.path: cannot open {}", buffer_cfg.path.display()))?;
+    let (buffer, buffer_thread) = BufferHandle::spawn(store).context("starting buffer thread")?;
+    let stats = buffer.stats();
+    info!(
+        gateway = %gateway_id,
+        buffered = stats.readings,
+        next_seq = stats.next_seq,
+        path = %buffer_cfg.path.display(),
+        "buffer open"
+    );
+
+    // The uplink.
+    let uplink = Uplink::new(config.uplink.clone(), &gateway_id).context("uplink")?;
+    let (batch_tx, batch_rx) = mpsc::channel(usize::from(config.uplink.max_inflight.max(1)));
+    let (event_tx, event_rx) = mpsc::channel(1024);
+    let (status_tx, status_rx) = watch::channel(UplinkStatus::default());
+    let uplink_stop = CancellationToken::new();
+    let uplink_task = tokio::spawn(uplink.run(batch_rx, event_tx, status_tx, uplink_stop.clone()));
+
+    // Writer and forwarder.
+    let signals = Arc::new(Signals::default());
+    let (ingest_tx, ingest_rx) = ingest_channel(config.buffer.queue_capacity);
+    let writer_abort = CancellationToken::new();
+    let writer_task = tokio::spawn(pipeline::run_writer(
+        ingest_rx,
+        buffer.clone(),
+        config.buffer.clone(),
+        signals.clone(),
+        Arc::new(WriterCounters::default()),
+        writer_abort.clone(),
+    ));
+    let forwarder_stop = CancellationToken::new();
+    let forwarder_task = tokio::spawn(pipeline::run_forwarder(
+        buffer.clone(),
+        gateway_id.clone(),
+        config.forwarder.clone(),
+        batch_tx,
+        event_rx,
+        signals.clone(),
+        forwarder_stop.clone(),
+    ));
+
+    // Sources.
+    let sources_stop = CancellationToken::new();
+    let mut sources = JoinSet::new();
+    let mut health_sources = Vec::new();
+    for (name, table) in &config.sources {
+        let key = format!("sources.{name}");
+        let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let (health, state) = HealthHandle::new();
+        let ctx = SourceContext {
+            name: name.clone(),
+            sink: ReadingSink::new(ingest_tx.clone(), name),
+            shutdown: sources_stop.child_token(),
+            health,
+        };
+        match kind {
+            CoapSource::KIND => spawn_source::<CoapSource>(&key, table, ctx, &mut sources)?,
+            other => bail!(
+                "{key}.kind: unknown source kind {other:?} (this build supports: {})",
+                CoapSource::KIND
+            ),
+        }
+        health_sources.push((name.clone(), state));
+    }
+    drop(ingest_tx);
+    let health = Health {
+        uplink: status_rx,
+        sources: health_sources,
+        buffer: buffer.clone(),
+    };
+    info!(gateway = %gateway_id, sources = sources.len(), "gatewayd running");
+
+    // Run until shutdown (or a source dies).
+    tokio::pin!(shutdown);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(60));
+    stats_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(done) = sources.join_next() => {
+                match done {
+                    Ok((name, Ok(()))) => warn!(source = %name, "source stopped"),
+                    Ok((name, Err(e))) => error!(source = %name, error = %e, "source failed"),
+                    Err(e) => error!(error = %e, "source task panicked"),
+                }
+                if sources.is_empty() {
+                    warn!("no source is running");
+                }
+            }
+            _ = stats_tick.tick() => log_health(&health),
+        }
+    }
+
+    // 1. Sources drain.
+    info!("shutting down: stopping sources");
+    sources_stop.cancel();
+    let sources_done = async {
+        while let Some(done) = sources.join_next().await {
+            if let Ok((name, Err(e))) = done {
+                warn!(source = %name, error = %e, "source ended with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), sources_done).await.is_err() {
+        warn!("sources did not stop within 10 s; aborting them");
+        sources.abort_all();
+    }
+    // 2. Writer commits what is queued.
+    let writer_done = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
+    if writer_done.is_err() {
+        warn!("buffer writer did not finish within 10 s; aborting");
+        writer_abort.cancel();
+    }
+    // 3. Forward what we can within the drain timeout.
+    let drain = Duration::from_secs(config.forwarder.drain_timeout_secs);
+    let deadline = tokio::time::Instant::now() + drain;
+    let mut status = health.uplink.clone();
+    while tokio::time::Instant::now() < deadline {
+        let s = buffer.stats();
+        if s.readings == 0 {
+            break;
+        }
+        if !status.borrow().connected {
+            info!(buffered = s.readings, "uplink not connected; leaving readings buffered");
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = status.changed() => {}
+        }
+    }
+    forwarder_stop.cancel();
+    match forwarder_task.await {
+        Ok(Err(e)) => warn!(error = %e, "forwarder ended with an error"),
+        Err(e) => warn!(error = %e, "forwarder task failed"),
+        Ok(Ok(())) => {}
+    }
+    // 4. Uplink: offline status, disconnect.
+    uplink_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), uplink_task).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "uplink ended with an error"),
+        Err(_) => warn!("uplink did not stop within 5 s"),
+        _ => {}
+    }
+    // 5. Buffer closes when the last handle goes.
+    let left = buffer.stats();
+    drop(health);
+    drop(buffer);
+    let _ = tokio::task::spawn_blocking(move || buffer_thread.join()).await;
+    info!(buffered = left.readings, "gatewayd stopped");
+    Ok(())
+}
+
+fn log_health(h: &Health) {
+    let s = h.buffer.stats();
+    let u = h.uplink.borrow().clone();
+    info!(
+        buffered = s.readings,
+        buffered_bytes = s.bytes,
+        next_seq = s.next_seq,
+        dropped_oldest = s.dropped_oldest,
+        dropped_newest = s.dropped_newest,
+        uplink_connected = u.connected,
+        in_flight = u.in_flight,
+        "health"
+    );
+    for (name, state) in &h.sources {
+        let st = state.borrow().clone();
+        if st != SourceState::Running {
+            warn!(source = %name, state = ?st, "source not running");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! gatewayd: the daemon's wiring. See `docs/ARCHITECTURE.md`.
+
+pub mod config;
+pub mod daemon;
+pub mod pipeline;

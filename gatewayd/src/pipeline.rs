@@ -1,0 +1,371 @@
+//! The pipeline between sources and the uplink:
+//!
+//! ```text
+//! sources ──Ingest──▶ writer ──append──▶ buffer thread (SQLite) ◀──read/ack── forwarder ──batches──▶ uplink
+//!   ▲  (bounded queue)   │ group commit                                  ▲   (bounded)              │
+//!   └──── commit reply ──┘                                               └────── PUBACK events ──────┘
+//! ```
+//!
+//! * The **buffer thread** owns the SQLite [`Store`]; everything else talks to
+//!   it through [`BufferHandle`] (a bounded command channel), so no async task
+//!   ever blocks on disk.
+//! * The **writer** takes submissions from the bounded ingest queue, groups
+//!   them (up to `commit_max_readings`, waiting at most `commit_max_delay_ms`),
+//!   appends each group in one transaction and only then answers every
+//!   submission's commit ticket.
+//! * The **forwarder** reads committed rows in sequence order, packs them into
+//!   batches, hands them to the uplink (bounded by its in-flight window) and
+//!   feeds PUBACKs to an [`AckTracker`]; the contiguous acknowledged prefix
+//!   is deleted from the buffer every `ack_flush_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatewayd_buffer::{
+    AckTracker, AppendOutcome, BufferError, BufferStats, SqliteStore, Store, StoredReading,
+};
+use gatewayd_core::{CommitError, Committed, Ingest};
+use gatewayd_model::wire::{self, BatchWriter};
+use gatewayd_model::Reading;
+use gatewayd_uplink::{OutgoingBatch, UplinkEvent};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{BufferSection, ForwarderConfig};
+
+enum Cmd {
+    Append {
+        groups: Vec<Vec<Reading>>,
+        reply: oneshot::Sender<Result<Vec<AppendOutcome>, BufferError>>,
+    },
+    Read {
+        after: u64,
+        max_count: usize,
+        max_bytes: usize,
+        reply: oneshot::Sender<Result<Vec<StoredReading>, BufferError>>,
+    },
+    Ack {
+        through: u64,
+        reply: oneshot::Sender<Result<u64, BufferError>>,
+    },
+}
+
+/// Async access to the buffer thread.
+#[derive(Clone)]
+pub struct BufferHandle {
+    tx: mpsc::Sender<Cmd>,
+    stats: watch::Receiver<BufferStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("buffer: {0}")]
+    Buffer(#[from] BufferError),
+    #[error("the buffer thread has stopped")]
+    BufferGone,
+}
+
+impl BufferHandle {
+    /// Starts the buffer thread owning `store`. The thread ends when every
+    /// handle is dropped.
+    pub fn spawn(mut store: SqliteStore) -> std::io::Result<(BufferHandle, std::thread::JoinHandle<()>)> {
+        let (tx, mut rx) = mpsc::channel::<Cmd>(64);
+        let (stats_tx, stats_rx) = watch::channel(store.stats());
+        let join = std::thread::Builder::new()
+            .name("gatewayd-buffer".into())
+            .spawn(move || {
+                while let Some(cmd) = rx.blocking_recv() {
+                    match cmd {
+                        Cmd::Append { groups, reply } => {
+                            let _ = reply.send(store.append(&groups));
+                        }
+                        Cmd::Read {
+                            after,
+                            max_count,
+                            max_bytes,
+                            reply,
+                        } => {
+                            let _ = reply.send(store.read_after(after, max_count, max_bytes));
+                        }
+                        Cmd::Ack { through, reply } => {
+                            let _ = reply.send(store.ack_through(through));
+                        }
+                    }
+                    stats_tx.send_replace(store.stats());
+                }
+            })?;
+        Ok((
+            BufferHandle {
+                tx,
+                stats: stats_rx,
+            },
+            join,
+        ))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, BufferError>>) -> Cmd,
+    ) -> Result<T, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| PipelineError::BufferGone)?;
+        Ok(rx.await.map_err(|_| PipelineError::BufferGone)??)
+    }
+
+    pub async fn append(&self, groups: Vec<Vec<Reading>>) -> Result<Vec<AppendOutcome>, PipelineError> {
+        self.call(|reply| Cmd::Append { groups, reply }).await
+    }
+
+    pub async fn read_after(
+        &self,
+        after: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredReading>, PipelineError> {
+        self.call(|reply| Cmd::Read {
+            after,
+            max_count,
+            max_bytes,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn ack_through(&self, through: u64) -> Result<u64, PipelineError> {
+        self.call(|reply| Cmd::Ack { through, reply }).await
+    }
+
+    /// The latest buffer statistics.
+    pub fn stats(&self) -> BufferStats {
+        self.stats.borrow().clone()
+    }
+
+    pub fn watch_stats(&self) -> watch::Receiver<BufferStats> {
+        self.stats.clone()
+    }
+}
+
+/// Wake-ups between the writer and the forwarder.
+#[derive(Default)]
+pub struct Signals {
+    /// New rows were committed.
+    pub committed: Notify,
+    /// Rows were deleted (space freed).
+    pub freed: Notify,
+}
+
+/// Readings refused as invalid, per writer lifetime.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    pub invalid: std::sync::atomic::AtomicU64,
+}
+
+/// The group-commit writer. Returns when the ingest queue is closed (every
+/// sender dropped) and drained, or when `abort` fires while blocked on a full
+/// buffer (those submissions are answered `Closed`: never acknowledged).
+pub async fn run_writer(
+    mut rx: mpsc::Receiver<Ingest>,
+    buffer: BufferHandle,
+    cfg: BufferSection,
+    signals: Arc<Signals>,
+    counters: Arc<WriterCounters>,
+    abort: CancellationToken,
+) -> Result<(), PipelineError> {
+    let delay = Duration::from_millis(cfg.commit_max_delay_ms);
+    loop {
+        // Step 1: wait for the first submission of a group.
+        let Some(first) = rx.recv().await else {
+            debug!("ingest queue closed and drained; writer done");
+            return Ok(());
+        };
+        // Step 2: gather more, by count or until the deadline.
+        let mut group = vec![first];
+        let mut count = group[0].readings.len();
+        let deadline = Instant::now() + delay;
+        while count < cfg.commit_max_readings {
+            match rx.try_recv() {
+                Ok(i) => {
+                    count += i.readings.len();
+                    group.push(i);
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if delay.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(i)) => {
+                            count += i.readings.len();
+                            group.push(i);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        // Step 3: refuse invalid submissions (whole submission: a sensor's
+        // request is accepted or refused as a unit).
+        let mut pending: Vec<Ingest> = Vec::with_capacity(group.len());
+        for ingest in group {
+            if let Some(err) = ingest
+                .readings
+                .iter()
+                .find_map(|r| wire::validate(r).err())
+            {
+                counters
+                    .invalid
+                    .fetch_add(ingest.readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                reply(ingest, Err(CommitError::Invalid(err.to_string())));
+            } else if ingest.readings.is_empty() {
+                reply(ingest, Ok(Committed { first_seq: 0, count: 0 }));
+            } else {
+                pending.push(ingest);
+            }
+        }
+        // Step 4: append (one transaction), retrying what would block.
+        while !pending.is_empty() {
+            let groups: Vec<Vec<Reading>> = pending.iter().map(|i| i.readings.clone()).collect();
+            let outcomes = match buffer.append(groups).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "buffer append failed");
+                    for i in pending.drain(..) {
+                        reply(i, Err(CommitError::Storage(e.to_string())));
+                    }
+                    break;
+                }
+            };
+            let mut blocked = Vec::new();
+            let mut any_committed = false;
+            for (ingest, outcome) in pending.drain(..).zip(outcomes) {
+                if !blocked.is_empty() {
+                    // Keep order: everything after a blocked group waits too.
+                    blocked.push(ingest);
+                    continue;
+                }
+                match outcome {
+                    AppendOutcome::Committed { first_seq, count } => {
+                        any_committed = true;
+                        reply(ingest, Ok(Committed { first_seq, count }));
+                    }
+                    AppendOutcome::Refused => reply(ingest, Err(CommitError::BufferFull)),
+                    AppendOutcome::WouldBlock => blocked.push(ingest),
+                }
+            }
+            if any_committed {
+                signals.committed.notify_one();
+            }
+            if blocked.is_empty() {
+                break;
+            }
+            // Step 5 (policy block): wait for the forwarder to free space.
+            debug!(waiting = blocked.len(), "buffer full; blocking sources");
+            tokio::select! {
+                _ = signals.freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = abort.cancelled() => {
+                    for i in blocked {
+                        reply(i, Err(CommitError::Closed));
+                    }
+                    while let Ok(i) = rx.try_recv() {
+                        reply(i, Err(CommitError::Closed));
+                    }
+                    return Ok(());
+                }
+            }
+            pending = blocked;
+        }
+    }
+}
+
+fn reply(ingest: Ingest, result: Result<Committed, CommitError>) {
+    if let Some(tx) = ingest.reply {
+        let _ = tx.send(result);
+    }
+}
+
+/// The forwarder: buffer → uplink batches, PUBACKs → buffer deletions.
+/// Returns when `stop` fires, after flushing acknowledged deletions.
+pub async fn run_forwarder(
+    buffer: BufferHandle,
+    gateway_id: String,
+    cfg: ForwarderConfig,
+    batches: mpsc::Sender<OutgoingBatch>,
+    mut events: mpsc::Receiver<UplinkEvent>,
+    signals: Arc<Signals>,
+    stop: CancellationToken,
+) -> Result<(), PipelineError> {
+    let mut tracker = AckTracker::new();
+    let mut cursor = 0u64;
+    let mut next_batch_id = 1u64;
+    let mut has_data = true;
+    let mut ack_pending: Option<u64> = None;
+    let mut flush = tokio::time::interval(Duration::from_millis(cfg.ack_flush_ms));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            ev = events.recv() => match ev {
+                Some(UplinkEvent::Acked { id, .. }) => {
+                    if let Some(seq) = tracker.ack(id) {
+                        ack_pending = Some(seq);
+                    }
+                }
+                Some(UplinkEvent::Connected { broker, protocol }) => {
+                    info!(%broker, protocol, "uplink connected");
+                }
+                Some(UplinkEvent::Disconnected { reason }) => {
+                    info!(%reason, "uplink disconnected; readings stay buffered");
+                }
+                None => {
+                    warn!("uplink stopped; forwarder stopping");
+                    break;
+                }
+            },
+            _ = flush.tick() => {
+                if let Some(seq) = ack_pending.take() {
+                    buffer.ack_through(seq).await?;
+                    signals.freed.notify_waiters();
+                }
+            }
+            permit = batches.reserve(), if has_data => {
+                let Ok(permit) = permit else {
+                    warn!("uplink stopped taking batches; forwarder stopping");
+                    break;
+                };
+                let rows = buffer
+                    .read_after(cursor, cfg.batch_max_readings, cfg.batch_max_bytes)
+                    .await?;
+                if rows.is_empty() {
+                    has_data = false;
+                    continue;
+                }
+                let mut w = BatchWriter::new(&gateway_id);
+                let first_seq = rows[0].seq;
+                let mut last_seq = first_seq;
+                for row in &rows {
+                    w.push(row.seq, &row.payload);
+                    last_seq = row.seq;
+                }
+                cursor = last_seq;
+                let id = next_batch_id;
+                next_batch_id += 1;
+                tracker.sent(id, last_seq);
+                permit.send(OutgoingBatch { id, first_seq, last_seq, payload: w.finish() });
+            }
+            _ = signals.committed.notified(), if !has_data => {
+                has_data = true;
+            }
+        }
+    }
+    if let Some(seq) = ack_pending.take() {
+        buffer.ack_through(seq).await?;
+    }
+    Ok(())
+}
