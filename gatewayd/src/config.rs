@@ -199,7 +199,10 @@ impl Config {
             return Err(key_error("buffer.max_bytes", "must be at least 65536"));
         }
         if b.commit_max_readings == 0 {
-            return Err(key_error("buffer.commit_max_readings", "must be at least 1"));
+            return Err(key_error(
+                "buffer.commit_max_readings",
+                "must be at least 1",
+            ));
         }
         if b.commit_max_delay_ms > 1000 {
             return Err(key_error(
@@ -212,10 +215,16 @@ impl Config {
         }
         let f = &self.forwarder;
         if f.batch_max_readings == 0 {
-            return Err(key_error("forwarder.batch_max_readings", "must be at least 1"));
+            return Err(key_error(
+                "forwarder.batch_max_readings",
+                "must be at least 1",
+            ));
         }
         if f.batch_max_bytes < 1024 {
-            return Err(key_error("forwarder.batch_max_bytes", "must be at least 1024"));
+            return Err(key_error(
+                "forwarder.batch_max_bytes",
+                "must be at least 1024",
+            ));
         }
         if f.batch_max_bytes > self.uplink.max_packet_bytes.saturating_sub(1024) {
             return Err(key_error(
@@ -247,7 +256,12 @@ impl Config {
             }
             match table.get("kind") {
                 Some(toml::Value::String(_)) => {}
-                Some(_) => return Err(key_error(&format!("sources.{name}.kind"), "must be a string")),
+                Some(_) => {
+                    return Err(key_error(
+                        &format!("sources.{name}.kind"),
+                        "must be a string",
+                    ))
+                }
                 None => {
                     return Err(key_error(
                         &format!("sources.{name}.kind"),
@@ -281,7 +295,10 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.gateway.id, d.gateway.id);
         assert_eq!(c.buffer.max_bytes, d.buffer.max_bytes);
-        assert_eq!(c.forwarder.batch_max_readings, d.forwarder.batch_max_readings);
+        assert_eq!(
+            c.forwarder.batch_max_readings,
+            d.forwarder.batch_max_readings
+        );
         assert_eq!(c.uplink.broker, d.uplink.broker);
         assert!(c.sources.contains_key("coap"));
     }
@@ -290,7 +307,10 @@ mod tests {
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.gateway.id, "gateway");
-        assert_eq!(c.buffer_path(), PathBuf::from("/var/lib/gatewayd/buffer.db"));
+        assert_eq!(
+            c.buffer_path(),
+            PathBuf::from("/var/lib/gatewayd/buffer.db")
+        );
     }
 
     #[test]
@@ -301,7 +321,10 @@ mod tests {
             ("[buffer]\nwhen_full = \"explode\"", "buffer.when_full"),
             ("[buffer]\nmax_bytes = 10", "buffer.max_bytes"),
             ("[buffer]\nbogus = 1", "bogus"),
-            ("[forwarder]\nbatch_max_readings = 0", "forwarder.batch_max_readings"),
+            (
+                "[forwarder]\nbatch_max_readings = 0",
+                "forwarder.batch_max_readings",
+            ),
             ("[sources.x]\nbind = \"1\"", "sources.x.kind"),
             ("[uplink]\nbroker = \"http://x\"", "uplink"),
         ];

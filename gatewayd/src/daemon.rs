@@ -37,8 +37,8 @@ fn spawn_source<S: Source>(
 ) -> anyhow::Result<()> {
     let mut table = table.clone();
     table.remove("kind");
-    let cfg: S::Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|e| {
+    let cfg: S::Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let msg = e.into_inner().to_string();
             if path.is_empty() || path == "." {
@@ -65,10 +65,7 @@ pub struct Health {
 }
 
 /// Runs gatewayd until `shutdown` completes, then drains and returns.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let gateway_id = config.gateway.id.clone();
     std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
         format!(
@@ -133,7 +130,10 @@ pub async fn run(
     let mut health_sources = Vec::new();
     for (name, table) in &config.sources {
         let key = format!("sources.{name}");
-        let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let kind = table
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         let (health, state) = HealthHandle::new();
         let ctx = SourceContext {
             name: name.clone(),
@@ -189,7 +189,10 @@ pub async fn run(
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), sources_done).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), sources_done)
+        .await
+        .is_err()
+    {
         warn!("sources did not stop within 10 s; aborting them");
         sources.abort_all();
     }
@@ -209,7 +212,10 @@ pub async fn run(
             break;
         }
         if !status.borrow().connected {
-            info!(buffered = s.readings, "uplink not connected; leaving readings buffered");
+            info!(
+                buffered = s.readings,
+                "uplink not connected; leaving readings buffered"
+            );
             break;
         }
         tokio::select! {

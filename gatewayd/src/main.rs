@@ -8,7 +8,11 @@ use gatewayd::config::{Config, LogFormat, EXAMPLE};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "gatewayd", version, about = "Edge gateway daemon: sensors in, durable MQTT uplink out")]
+#[command(
+    name = "gatewayd",
+    version,
+    about = "Edge gateway daemon: sensors in, durable MQTT uplink out"
+)]
 struct Cli {
     /// Config file (TOML). Without one, built-in defaults are used.
     #[arg(short, long, global = true)]

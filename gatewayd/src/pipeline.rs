@@ -70,7 +70,9 @@ pub enum PipelineError {
 impl BufferHandle {
     /// Starts the buffer thread owning `store`. The thread ends when every
     /// handle is dropped.
-    pub fn spawn(mut store: SqliteStore) -> std::io::Result<(BufferHandle, std::thread::JoinHandle<()>)> {
+    pub fn spawn(
+        mut store: SqliteStore,
+    ) -> std::io::Result<(BufferHandle, std::thread::JoinHandle<()>)> {
         let (tx, mut rx) = mpsc::channel::<Cmd>(64);
         let (stats_tx, stats_rx) = watch::channel(store.stats());
         let join = std::thread::Builder::new()
@@ -117,7 +119,10 @@ impl BufferHandle {
         Ok(rx.await.map_err(|_| PipelineError::BufferGone)??)
     }
 
-    pub async fn append(&self, groups: Vec<Vec<Reading>>) -> Result<Vec<AppendOutcome>, PipelineError> {
+    pub async fn append(
+        &self,
+        groups: Vec<Vec<Reading>>,
+    ) -> Result<Vec<AppendOutcome>, PipelineError> {
         self.call(|reply| Cmd::Append { groups, reply }).await
     }
 
@@ -142,7 +147,7 @@ impl BufferHandle {
 
     /// The latest buffer statistics.
     pub fn stats(&self) -> BufferStats {
-        self.stats.borrow().clone()
+        *self.stats.borrow()
     }
 
     pub fn watch_stats(&self) -> watch::Receiver<BufferStats> {
@@ -212,17 +217,20 @@ pub async fn run_writer(
         // request is accepted or refused as a unit).
         let mut pending: Vec<Ingest> = Vec::with_capacity(group.len());
         for ingest in group {
-            if let Some(err) = ingest
-                .readings
-                .iter()
-                .find_map(|r| wire::validate(r).err())
-            {
-                counters
-                    .invalid
-                    .fetch_add(ingest.readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(err) = ingest.readings.iter().find_map(|r| wire::validate(r).err()) {
+                counters.invalid.fetch_add(
+                    ingest.readings.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 reply(ingest, Err(CommitError::Invalid(err.to_string())));
             } else if ingest.readings.is_empty() {
-                reply(ingest, Ok(Committed { first_seq: 0, count: 0 }));
+                reply(
+                    ingest,
+                    Ok(Committed {
+                        first_seq: 0,
+                        count: 0,
+                    }),
+                );
             } else {
                 pending.push(ingest);
             }

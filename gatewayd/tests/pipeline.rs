@@ -111,7 +111,11 @@ async fn submission_resolves_after_commit_with_contiguous_sequence_numbers() {
         .submit_and_wait(vec![reading("a", 1), reading("a", 2)])
         .await
         .unwrap();
-    let b = rig.sink.submit_and_wait(vec![reading("b", 3)]).await.unwrap();
+    let b = rig
+        .sink
+        .submit_and_wait(vec![reading("b", 3)])
+        .await
+        .unwrap();
     assert_eq!(a.count, 2);
     assert_eq!(b.first_seq, a.first_seq + 2);
     assert!(rig.buffer.stats().readings >= 2);
@@ -122,10 +126,18 @@ async fn submission_resolves_after_commit_with_contiguous_sequence_numbers() {
 async fn rows_are_deleted_only_after_their_batch_is_acknowledged() {
     let mut rig = rig(1 << 20, FullPolicy::DropOldest);
     for i in 0..25 {
-        rig.sink.submit_and_wait(vec![reading("a", i)]).await.unwrap();
+        rig.sink
+            .submit_and_wait(vec![reading("a", i)])
+            .await
+            .unwrap();
     }
     let mut got = Vec::new();
-    while got.iter().map(|b: &OutgoingBatch| (b.last_seq - b.first_seq + 1) as usize).sum::<usize>() < 25 {
+    while got
+        .iter()
+        .map(|b: &OutgoingBatch| (b.last_seq - b.first_seq + 1) as usize)
+        .sum::<usize>()
+        < 25
+    {
         got.push(rig.batches.recv().await.unwrap());
     }
     // Every reading forwarded, in order, decodable, none deleted yet.
@@ -139,7 +151,11 @@ async fn rows_are_deleted_only_after_their_batch_is_acknowledged() {
     }
     assert_eq!(counters.len(), 25);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(rig.buffer.stats().readings, 25, "nothing deleted without PUBACK");
+    assert_eq!(
+        rig.buffer.stats().readings,
+        25,
+        "nothing deleted without PUBACK"
+    );
     // Ack out of order: the last batch first deletes nothing.
     ack(&rig, got.last().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -209,7 +225,11 @@ async fn invalid_readings_are_refused_and_never_stored() {
     bad.measurements[0] = Measurement::float("x", None, f64::NAN);
     let err = rig.sink.submit_and_wait(vec![bad]).await.unwrap_err();
     assert!(matches!(err, CommitError::Invalid(_)), "{err}");
-    let ok = rig.sink.submit_and_wait(vec![reading("a", 2)]).await.unwrap();
+    let ok = rig
+        .sink
+        .submit_and_wait(vec![reading("a", 2)])
+        .await
+        .unwrap();
     assert_eq!(rig.buffer.stats().readings, 1);
     assert_eq!(ok.count, 1);
     rig.stop.cancel();

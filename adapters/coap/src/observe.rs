@@ -181,13 +181,13 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     stats: Arc<CoapStats>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = BACKOFF_MIN; eprintln!("observer start");
     loop {
         if shutdown.is_cancelled() {
             return;
         }
         match observe_once(&target, &sink, &shutdown, &stats).await {
-            Ok(Ended::Shutdown) => return,
+            Ok(Ended::Shutdown) => { eprintln!("observer done"); return }
             Ok(Ended::Lost { registered, reason }) => {
                 if registered {
                     backoff = BACKOFF_MIN;
@@ -275,6 +275,7 @@ async fn observe_once(
             _ = tokio::time::sleep_until(deadline) => Event::Timer,
             r = sock.recv(&mut buf) => Event::Datagram(r.map_err(|e| format!("receiving: {e}"))?),
         };
+        eprintln!("event {}", match &event { Event::Shutdown => "shutdown".to_string(), Event::Timer => "timer".into(), Event::Datagram(n) => format!("dgram {n}") });
         match event {
             Event::Shutdown => {
                 if o.registered || o.acked {

@@ -42,7 +42,7 @@ pub struct Committed {
 /// Why a submission was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommitError {
-    #[error("buffer full: readings refused (policy drop-newest)")]
+    #[error("buffer full: readings refused")]
     BufferFull,
     #[error("invalid reading: {0}")]
     Invalid(String),
@@ -290,6 +290,9 @@ mod tests {
         let (tx, _rx) = ingest_channel(1);
         let sink = ReadingSink::new(tx, "coap");
         let _t = sink.try_submit(vec![reading()]).unwrap();
-        assert_eq!(sink.try_submit(vec![reading()]).unwrap_err(), SinkError::Full);
+        assert_eq!(
+            sink.try_submit(vec![reading()]).unwrap_err(),
+            SinkError::Full
+        );
     }
 }

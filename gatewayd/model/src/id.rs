@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn rejects_bad_ids() {
         assert_eq!("".parse::<DeviceId>(), Err(IdError::Empty));
-        assert!(matches!("sensor".parse::<DeviceId>(), Err(IdError::NoPrefix(_))));
+        assert!(matches!(
+            "sensor".parse::<DeviceId>(),
+            Err(IdError::NoPrefix(_))
+        ));
         assert!(matches!(
             "zigbee:1".parse::<DeviceId>(),
             Err(IdError::UnknownTransport(_))

@@ -221,7 +221,10 @@ fn finite(index: usize, key: &str, f: f64) -> Result<f64, SenmlError> {
     if f.is_finite() {
         Ok(f)
     } else {
-        Err(rec_err(index, format!("field {key:?} must be a finite number")))
+        Err(rec_err(
+            index,
+            format!("field {key:?} must be a finite number"),
+        ))
     }
 }
 
@@ -301,24 +304,31 @@ fn cbor_record(
     let at = |e: minicbor::decode::Error| rec_err(index, format!("invalid CBOR: {e}"));
     let entries = match d.datatype().map_err(at)? {
         Type::Map => d.map().map_err(at)?.unwrap_or(0),
-        Type::MapIndef => {
-            return Err(rec_err(
-                index,
-                "indefinite-length maps are not supported",
-            ))
-        }
+        Type::MapIndef => return Err(rec_err(index, "indefinite-length maps are not supported")),
         _ => return Err(rec_err(index, "a record must be a CBOR map")),
     };
     let mut r = Record::default();
     for _ in 0..entries {
         let key = match d.datatype().map_err(at)? {
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32
-            | Type::I64 | Type::Int => Key::Label(
+            Type::U8
+            | Type::U16
+            | Type::U32
+            | Type::U64
+            | Type::I8
+            | Type::I16
+            | Type::I32
+            | Type::I64
+            | Type::Int => Key::Label(
                 i64::try_from(d.int().map_err(at)?)
                     .map_err(|_| rec_err(index, "map key out of range"))?,
             ),
             Type::String => Key::Text(d.str().map_err(at)?),
-            other => return Err(rec_err(index, format!("unexpected map key of type {other}"))),
+            other => {
+                return Err(rec_err(
+                    index,
+                    format!("unexpected map key of type {other}"),
+                ))
+            }
         };
         let label = match key {
             Key::Label(l) => l,
@@ -381,7 +391,10 @@ fn cbor_record(
                     if b.len() > limits.max_string_len {
                         return Err(rec_err(
                             index,
-                            format!("field \"vd\" is longer than {} bytes", limits.max_string_len),
+                            format!(
+                                "field \"vd\" is longer than {} bytes",
+                                limits.max_string_len
+                            ),
                         ));
                     }
                     r.vd = Some(b.to_vec());
@@ -428,15 +441,25 @@ fn cbor_text(
                 .map_err(|e| rec_err(index, format!("invalid CBOR: {e}")))?;
             bounded(index, field, s, max)
         }
-        _ => Err(rec_err(index, format!("field {field:?} must be a text string"))),
+        _ => Err(rec_err(
+            index,
+            format!("field {field:?} must be a text string"),
+        )),
     }
 }
 
 fn cbor_num(index: usize, d: &mut minicbor::Decoder<'_>, field: &str) -> Result<f64, SenmlError> {
     let at = |e: minicbor::decode::Error| rec_err(index, format!("invalid CBOR: {e}"));
     let f = match d.datatype().map_err(at)? {
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 | Type::I8 | Type::I16 | Type::I32
-        | Type::I64 | Type::Int => i128::from(d.int().map_err(at)?) as f64,
+        Type::U8
+        | Type::U16
+        | Type::U32
+        | Type::U64
+        | Type::I8
+        | Type::I16
+        | Type::I32
+        | Type::I64
+        | Type::Int => i128::from(d.int().map_err(at)?) as f64,
         Type::F16 => f64::from(d.f16().map_err(at)?),
         Type::F32 => f64::from(d.f32().map_err(at)?),
         Type::F64 => d.f64().map_err(at)?,
@@ -506,15 +529,17 @@ pub fn resolve(records: &[Record], now: Timestamp) -> Result<Vec<Resolved>, Senm
                 ),
             ));
         }
-        let value_kinds = [r.v.is_some(), r.vs.is_some(), r.vb.is_some(), r.vd.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let value_kinds = [
+            r.v.is_some(),
+            r.vs.is_some(),
+            r.vb.is_some(),
+            r.vd.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if value_kinds > 1 {
-            return Err(rec_err(
-                index,
-                "record has more than one of v, vs, vb, vd",
-            ));
+            return Err(rec_err(index, "record has more than one of v, vs, vb, vd"));
         }
         let value = if let Some(v) = r.v {
             Some(Value::Float(v + bv.unwrap_or(0.0)))
@@ -522,10 +547,9 @@ pub fn resolve(records: &[Record], now: Timestamp) -> Result<Vec<Resolved>, Senm
             Some(Value::String(s.clone()))
         } else if let Some(b) = r.vb {
             Some(Value::Bool(b))
-        } else if let Some(d) = &r.vd {
-            Some(Value::Data(d.clone()))
         } else {
-            None // only a sum
+            // `None` when the record carries only a sum.
+            r.vd.as_ref().map(|d| Value::Data(d.clone()))
         };
         let sum = r.s.map(|s| s + bs.unwrap_or(0.0));
         let t = bt + r.t.unwrap_or(0.0);
@@ -590,9 +614,9 @@ pub fn to_readings(
                 DeviceId::new(*transport, n).map_err(|e| rec_err(i, e.to_string()))?
             }
             (DeviceNaming::Namespaced { default, .. }, None) => (*default).clone(),
-            (DeviceNaming::FullIds, Some(n)) => {
-                n.parse().map_err(|e: crate::IdError| rec_err(i, e.to_string()))?
-            }
+            (DeviceNaming::FullIds, Some(n)) => n
+                .parse()
+                .map_err(|e: crate::IdError| rec_err(i, e.to_string()))?,
             (DeviceNaming::FullIds, None) => {
                 return Err(rec_err(i, "record has no base name naming its device"))
             }

@@ -148,10 +148,15 @@ fn to_wire(reading: &Reading, q: Option<u64>) -> WireReading {
 fn from_wire(w: WireReading) -> Result<(Option<u64>, Reading), String> {
     let mut measurements = Vec::with_capacity(w.e.len());
     for m in w.e {
-        let kinds = [m.v.is_some(), m.vb.is_some(), m.vs.is_some(), m.vd.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let kinds = [
+            m.v.is_some(),
+            m.vb.is_some(),
+            m.vs.is_some(),
+            m.vd.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if kinds > 1 {
             return Err(format!("measurement {:?} has more than one value", m.n));
         }
@@ -196,9 +201,7 @@ pub fn encode_reading(reading: &Reading) -> Vec<u8> {
 /// Decodes what [`encode_reading`] produced.
 pub fn decode_reading(bytes: &[u8]) -> Result<Reading, WireError> {
     let w: WireReading = serde_json::from_slice(bytes)?;
-    from_wire(w)
-        .map(|(_, r)| r)
-        .map_err(WireError::Invalid)
+    from_wire(w).map(|(_, r)| r).map_err(WireError::Invalid)
 }
 
 /// Builds a batch payload from stored (already encoded) readings.
@@ -269,7 +272,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch, WireError> {
     let mut readings = Vec::with_capacity(b.r.len());
     for w in b.r {
         let Some(seq) = w.q else {
-            return Err(WireError::Invalid("a reading has no sequence number".into()));
+            return Err(WireError::Invalid(
+                "a reading has no sequence number".into(),
+            ));
         };
         let (_, r) = from_wire(w).map_err(|reason| WireError::Reading { seq, reason })?;
         readings.push((seq, r));

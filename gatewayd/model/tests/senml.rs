@@ -33,7 +33,10 @@ fn rfc8428_multiple_datapoints_example() {
     ]"#;
     let readings = decode(json).unwrap();
     assert_eq!(readings.len(), 4);
-    assert_eq!(readings[0].device.as_str(), "coap:urn:dev:ow:10e2073a01080063");
+    assert_eq!(
+        readings[0].device.as_str(),
+        "coap:urn:dev:ow:10e2073a01080063"
+    );
     assert_eq!(readings[0].time, NOW);
     assert_eq!(readings[0].measurements[0].name, "voltage");
     assert_eq!(readings[0].measurements[0].unit.as_deref(), Some("V"));
@@ -82,7 +85,10 @@ fn malformed_packs_get_specific_errors() {
         (r#"{"n":"a","v":1}"#, "must be an array"),
         ("[]", "empty"),
         (r#"[1]"#, "record 0: a record must be a JSON object"),
-        (r#"[{"n":"a","v":"hot"}]"#, "record 0: field \"v\" must be a number"),
+        (
+            r#"[{"n":"a","v":"hot"}]"#,
+            "record 0: field \"v\" must be a number",
+        ),
         (r#"[{"n":"a","vb":1}]"#, "field \"vb\" must be a boolean"),
         (r#"[{"n":"a","vs":1}]"#, "field \"vs\" must be a string"),
         (r#"[{"n":"a","vd":"!!"}]"#, "not base64url"),
@@ -91,13 +97,22 @@ fn malformed_packs_get_specific_errors() {
         (r#"[{"n":"-a","v":1}]"#, "not a valid SenML name"),
         (r#"[{"n":"a b","v":1}]"#, "not a valid SenML name"),
         (r#"[{"n":"a","v":1,"vs":"x"}]"#, "more than one of"),
-        (r#"[{"bver":11,"n":"a","v":1}]"#, "unsupported SenML version 11"),
-        (r#"[{"n":"a","v":1,"foo_":1}]"#, "\"foo_\" must be understood"),
+        (
+            r#"[{"bver":11,"n":"a","v":1}]"#,
+            "unsupported SenML version 11",
+        ),
+        (
+            r#"[{"n":"a","v":1,"foo_":1}]"#,
+            "\"foo_\" must be understood",
+        ),
         (r#"[{"bn":"x"}]"#, "empty"),
     ];
     for (input, expected) in cases {
         let err = decode(input).expect_err(input).to_string();
-        assert!(err.contains(expected), "{input}: got {err:?}, want {expected:?}");
+        assert!(
+            err.contains(expected),
+            "{input}: got {err:?}, want {expected:?}"
+        );
     }
 }
 
@@ -114,8 +129,11 @@ fn limits_are_enforced() {
         max_name_len: 8,
         max_string_len: 4,
     };
-    let e = senml::decode_json(br#"[{"n":"a","v":1},{"n":"a","v":1},{"n":"a","v":1}]"#, &limits)
-        .unwrap_err();
+    let e = senml::decode_json(
+        br#"[{"n":"a","v":1},{"n":"a","v":1},{"n":"a","v":1}]"#,
+        &limits,
+    )
+    .unwrap_err();
     assert_eq!(e, SenmlError::TooManyRecords { max: 2 });
     let e = senml::decode_json(br#"[{"n":"abcdefghi","v":1}]"#, &limits).unwrap_err();
     assert!(e.to_string().contains("longer than 8"));
@@ -131,7 +149,10 @@ fn cbor_rfc8428_example_decodes() {
     let mut e = minicbor::Encoder::new(Vec::new());
     e.array(2).unwrap();
     e.map(7).unwrap();
-    e.i8(-2).unwrap().str("urn:dev:ow:10e2073a0108006:").unwrap();
+    e.i8(-2)
+        .unwrap()
+        .str("urn:dev:ow:10e2073a0108006:")
+        .unwrap();
     e.i8(-3).unwrap().f64(1.276020076001e9).unwrap();
     e.i8(-4).unwrap().str("A").unwrap();
     e.i8(-1).unwrap().u8(5).unwrap();
@@ -163,7 +184,10 @@ fn cbor_rfc8428_example_decodes() {
 #[test]
 fn malformed_cbor_gets_specific_errors() {
     let l = Limits::default();
-    assert!(matches!(senml::decode_cbor(&[], &l), Err(SenmlError::Cbor(_))));
+    assert!(matches!(
+        senml::decode_cbor(&[], &l),
+        Err(SenmlError::Cbor(_))
+    ));
     assert_eq!(senml::decode_cbor(&[0xa0], &l), Err(SenmlError::NotAnArray));
     assert_eq!(senml::decode_cbor(&[0x80], &l), Err(SenmlError::Empty));
     assert!(senml::decode_cbor(&[0x9f, 0xff], &l)
@@ -172,7 +196,10 @@ fn malformed_cbor_gets_specific_errors() {
         .contains("indefinite"));
     // [ {2: "x"} ] : v must be a number
     let e = senml::decode_cbor(&[0x81, 0xa1, 0x02, 0x61, b'x'], &l).unwrap_err();
-    assert!(e.to_string().contains("field \"v\" must be a number"), "{e}");
+    assert!(
+        e.to_string().contains("field \"v\" must be a number"),
+        "{e}"
+    );
     // truncated map
     assert!(senml::decode_cbor(&[0x81, 0xa2, 0x00], &l).is_err());
     // trailing bytes
@@ -190,21 +217,24 @@ fn arb_reading() -> impl Strategy<Value = Reading> {
         "[ -~]{0,12}".prop_map(Value::String),
         proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Data),
     ];
-    let m = (name, proptest::option::of("[A-Za-z%]{1,4}"), value).prop_map(|(n, u, v)| {
-        Measurement {
+    let m =
+        (name, proptest::option::of("[A-Za-z%]{1,4}"), value).prop_map(|(n, u, v)| Measurement {
             name: n,
             unit: u,
             value: Some(v),
             sum: None,
-        }
-    });
+        });
     (
         "[a-z0-9][a-z0-9._-]{0,15}",
         1_000_000_000_000_000i64..2_000_000_000_000_000,
         proptest::collection::vec(m, 1..5),
     )
         .prop_map(|(dev, t, ms)| {
-            Reading::new(DeviceId::new(Transport::Serial, &dev).unwrap(), Timestamp(t), ms)
+            Reading::new(
+                DeviceId::new(Transport::Serial, &dev).unwrap(),
+                Timestamp(t),
+                ms,
+            )
         })
 }
 
@@ -250,7 +280,10 @@ proptest! {
 fn merge(readings: &[Reading]) -> Vec<Reading> {
     let mut out: Vec<Reading> = Vec::new();
     for r in readings {
-        if let Some(o) = out.iter_mut().find(|o| o.device == r.device && o.time == r.time) {
+        if let Some(o) = out
+            .iter_mut()
+            .find(|o| o.device == r.device && o.time == r.time)
+        {
             o.measurements.extend(r.measurements.iter().cloned());
         } else {
             out.push(r.clone());
@@ -264,8 +297,9 @@ fn wire_rejects_bad_batches() {
     assert!(wire::decode_batch(b"{}").is_err());
     let e = wire::decode_batch(br#"{"v":2,"gw":"g","r":[]}"#).unwrap_err();
     assert!(e.to_string().contains("unsupported wire version 2"));
-    let e = wire::decode_batch(br#"{"v":1,"gw":"g","r":[{"d":"coap:a","t":1,"e":[{"n":"x","v":1}]}]}"#)
-        .unwrap_err();
+    let e =
+        wire::decode_batch(br#"{"v":1,"gw":"g","r":[{"d":"coap:a","t":1,"e":[{"n":"x","v":1}]}]}"#)
+            .unwrap_err();
     assert!(e.to_string().contains("no sequence number"));
     let e = wire::decode_batch(br#"{"v":1,"gw":"g","r":[{"q":1,"d":"bogus","t":1,"e":[]}]}"#)
         .unwrap_err();

@@ -333,10 +333,14 @@ fn describe_v4(e: &rumqttc::ConnectionError) -> ConnFailure {
         ),
         E::MqttState(S::ConnectionAborted) => ("the broker closed the connection".into(), true),
         E::NotConnAck(p) => (format!("expected CONNACK, the broker sent {p:?}"), true),
+        // A read error surfaces as a codec error; only a genuine parse
+        // failure hints at a protocol mismatch.
+        E::MqttState(S::Deserialization(rumqttc::Error::Io(io))) => {
+            (chain_message(io), is_peer_close(io))
+        }
         E::MqttState(S::Deserialization(_)) => (chain_message(e), true),
-        _ => (chain_message(e), false),
+        _ => (chain_message(e), is_peer_close(e)),
     };
-    let protocol_rejected = protocol_rejected || is_peer_close(e);
     ConnFailure {
         message,
         protocol_rejected,
@@ -393,10 +397,16 @@ fn describe_v5(e: &rumqttc::v5::ConnectionError) -> ConnFailure {
             false,
         ),
         E::NotConnAck(p) => (format!("expected CONNACK, the broker sent {p:?}"), true),
-        E::MqttState(S::Deserialization(_)) => (chain_message(e), true),
-        _ => (chain_message(e), false),
+        // rumqttc's v5 `StateError::Deserialization` has no `source()`:
+        // look inside by hand.
+        E::MqttState(S::Deserialization(rumqttc::v5::mqttbytes::Error::Io(io))) => {
+            (chain_message(io), is_peer_close(io))
+        }
+        E::MqttState(S::Deserialization(inner)) => {
+            (format!("{e}: {}", chain_message(inner)), true)
+        }
+        _ => (chain_message(e), is_peer_close(e)),
     };
-    let protocol_rejected = protocol_rejected || is_peer_close(e);
     ConnFailure {
         message,
         protocol_rejected,

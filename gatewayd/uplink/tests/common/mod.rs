@@ -53,6 +53,10 @@ pub struct Running {
 }
 
 pub fn start(config: UplinkConfig) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let window = usize::from(config.max_inflight);
     let uplink = Uplink::new(config, GW).expect("valid uplink config");
     let (batch_tx, batch_rx) = mpsc::channel(window);
