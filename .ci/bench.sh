@@ -4,7 +4,8 @@
 # SQLite) and gatewayd on loopback, driven by gatewayd-load. Reports (text
 # and JSON) go to .run/bench/.
 #
-# Knobs (environment): BENCH_SKIP_CRITERION=1, LOAD_PROFILES (default
+# Knobs (environment): BENCH_SKIP_CRITERION=1, BENCH_PROFILE=dev (quicker
+# build, slower binaries; default release), LOAD_PROFILES (default
 # "steady batched"), LOAD_DURATION (s, default 30), LOAD_SENSORS (default 200),
 # LOAD_RATE (readings/s, default 2000), LOAD_EXTRA (more gatewayd-load args).
 set -euo pipefail
@@ -16,9 +17,15 @@ if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
     "$CARGO" bench -p gatewayd-bench
 fi
 
-say "==> building release binaries"
-"$CARGO" build --release -p gatewayd -p cloud-bridge -p gatewayd-bench --bins
-BIN="$TARGET_DIR/release"
+PROFILE="${BENCH_PROFILE:-release}"
+say "==> building $PROFILE binaries"
+if [ "$PROFILE" = release ]; then
+    "$CARGO" build --release -p gatewayd -p cloud-bridge -p gatewayd-bench --bins
+    BIN="$TARGET_DIR/release"
+else
+    "$CARGO" build -p gatewayd -p cloud-bridge -p gatewayd-bench --bins
+    BIN="$TARGET_DIR/debug"
+fi
 
 MQTT_PORT="${BENCH_MQTT_PORT:-21883}"
 HTTP_PORT="${BENCH_HTTP_PORT:-28080}"
@@ -88,7 +95,7 @@ status=0
 for profile in ${LOAD_PROFILES:-steady batched}; do
     case $profile in
         steady)  args=(--sensors "$SENSORS" --rate "$RATE" --batch 1 --confirmable) ;;
-        batched) args=(--sensors "$SENSORS" --rate "$((RATE * 5))" --batch 10 --confirmable) ;;
+        batched) args=(--sensors "$SENSORS" --rate "$((RATE * 4))" --batch 8 --confirmable) ;;
         non)     args=(--sensors "$SENSORS" --rate "$RATE" --batch 1) ;;
         *) die "unknown load profile $profile (steady, batched, non)" ;;
     esac

@@ -45,7 +45,11 @@ pub struct Track {
 
 impl Track {
     pub fn new(device: String) -> Track {
-        Track { device, recs: Vec::new(), first_open: 0 }
+        Track {
+            device,
+            recs: Vec::new(),
+            first_open: 0,
+        }
     }
 }
 
@@ -112,11 +116,15 @@ pub fn parse_readings(body: &Value) -> (Vec<CloudReading>, bool) {
                 _ => None,
             };
             CloudReading {
-                gateway: pick(r, &["gateway", "gw", "g"]).and_then(|v| v.as_str().map(str::to_owned)),
+                gateway: pick(r, &["gateway", "gw", "g"])
+                    .and_then(|v| v.as_str().map(str::to_owned)),
                 cloud_seq: pick(r, &["seq", "q"]).as_ref().and_then(as_i64),
                 time_us: pick(r, &["time_us", "t"]).as_ref().and_then(as_i64),
                 received_us: pick(r, &["received_us"]).as_ref().and_then(as_i64),
-                sensor_seq: seq_value.as_ref().and_then(as_i64).and_then(|v| u64::try_from(v).ok()),
+                sensor_seq: seq_value
+                    .as_ref()
+                    .and_then(as_i64)
+                    .and_then(|v| u64::try_from(v).ok()),
             }
         })
         .collect();
@@ -152,7 +160,12 @@ impl Poller {
     /// Checks that the API answers at all.
     pub async fn check(&self) -> anyhow::Result<()> {
         let url = format!("{}/api/v1/devices?limit=1", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         if !resp.status().is_success() {
             bail!("GET {url}: HTTP {}", resp.status());
         }
@@ -212,7 +225,10 @@ impl Poller {
             if !resp.status().is_success() {
                 bail!("GET {url}: HTTP {}", resp.status());
             }
-            let body: Value = resp.json().await.with_context(|| format!("GET {url}: not JSON"))?;
+            let body: Value = resp
+                .json()
+                .await
+                .with_context(|| format!("GET {url}: not JSON"))?;
             let now = crate::now_us();
             let (readings, more) = parse_readings(&body);
             let last_time = readings.iter().filter_map(|r| r.time_us).max();
@@ -233,7 +249,9 @@ impl Poller {
                 s.foreign += 1;
                 continue;
             };
-            if r.time_us.is_some_and(|tu| (tu - rec.time_us).abs() > TIME_SLACK_US) {
+            if r.time_us
+                .is_some_and(|tu| (tu - rec.time_us).abs() > TIME_SLACK_US)
+            {
                 s.foreign += 1; // same seq, other run
                 continue;
             }

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use coap_lite::{
-    CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType,
-};
+use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -67,7 +65,6 @@ pub struct Client {
     socks: Vec<Arc<Sock>>,
     next_sock: AtomicUsize,
     next_token: AtomicU64,
-    pub target: SocketAddr,
     timing: Timing,
     rng: Mutex<crate::senml::Rng>,
     /// Datagrams received that matched nothing (late duplicates, …).
@@ -75,7 +72,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn new(target: SocketAddr, sockets: usize, timing: Timing) -> anyhow::Result<Arc<Client>> {
+    pub async fn new(
+        target: SocketAddr,
+        sockets: usize,
+        timing: Timing,
+    ) -> anyhow::Result<Arc<Client>> {
         let unmatched = Arc::new(AtomicU64::new(0));
         let mut socks = Vec::with_capacity(sockets);
         let seed = std::time::SystemTime::now()
@@ -89,10 +90,16 @@ impl Client {
             } else {
                 "[::1]:0".parse()?
             };
-            let socket = UdpSocket::bind(bind)
+            let socket = UdpSocket::bind(bind).await.with_context(|| {
+                format!(
+                    "binding UDP socket {} of {sockets} (raise `ulimit -n` or lower --sockets)",
+                    i + 1
+                )
+            })?;
+            socket
+                .connect(target)
                 .await
-                .with_context(|| format!("binding UDP socket {} of {sockets} (raise `ulimit -n` or lower --sockets)", i + 1))?;
-            socket.connect(target).await.with_context(|| format!("connecting to {target}"))?;
+                .with_context(|| format!("connecting to {target}"))?;
             let sock = Arc::new(Sock {
                 socket,
                 next_mid: AtomicU16::new(rng.next_u64() as u16),
@@ -106,7 +113,6 @@ impl Client {
             socks,
             next_sock: AtomicUsize::new(0),
             next_token: AtomicU64::new(rng.next_u64()),
-            target,
             timing,
             rng: Mutex::new(rng),
             unmatched,
@@ -136,13 +142,16 @@ impl Client {
     pub fn encoded_len(p: &Packet) -> usize {
         let mut p = p.clone();
         p.set_token(vec![0; 8]);
-        p.to_bytes_unlimited().map(|b| b.len()).unwrap_or(usize::MAX)
+        p.to_bytes_unlimited()
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX)
     }
 
     /// Sends `req` on the next socket of the pool and waits for its
     /// response, retransmitting a confirmable request until acknowledged.
     pub async fn exchange(&self, mut req: Packet) -> Outcome {
-        let sock = self.socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % self.socks.len()].clone();
+        let sock =
+            self.socks[self.next_sock.fetch_add(1, Ordering::Relaxed) % self.socks.len()].clone();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mid = sock.next_mid.fetch_add(1, Ordering::Relaxed);
         req.header.message_id = mid;
@@ -153,9 +162,16 @@ impl Client {
             Err(e) => return Outcome::SendError(format!("encoding: {e}")),
         };
         let (tx, mut rx) = mpsc::channel(4);
-        sock.by_token.lock().unwrap().insert(token, Pending { tx, mid });
+        sock.by_token
+            .lock()
+            .unwrap()
+            .insert(token, Pending { tx, mid });
         sock.by_mid.lock().unwrap().insert(mid, token);
-        let _cleanup = Cleanup { sock: &sock, token, mid };
+        let _cleanup = Cleanup {
+            sock: &sock,
+            token,
+            mid,
+        };
 
         let start = Instant::now();
         let deadline = start + self.timing.exchange_timeout;
@@ -251,13 +267,26 @@ async fn receive(sock: Arc<Sock>, unmatched: Arc<AtomicU64>) {
             }
         }
         let event_and_token = match (ty, p.header.code) {
-            (MessageType::Reset, _) => sock.by_mid.lock().unwrap().get(&mid).map(|t| (Event::Reset, *t)),
-            (MessageType::Acknowledgement, MessageClass::Empty) => {
-                sock.by_mid.lock().unwrap().get(&mid).map(|t| (Event::EmptyAck, *t))
-            }
+            (MessageType::Reset, _) => sock
+                .by_mid
+                .lock()
+                .unwrap()
+                .get(&mid)
+                .map(|t| (Event::Reset, *t)),
+            (MessageType::Acknowledgement, MessageClass::Empty) => sock
+                .by_mid
+                .lock()
+                .unwrap()
+                .get(&mid)
+                .map(|t| (Event::EmptyAck, *t)),
             (_, code @ MessageClass::Response(_)) => {
                 let tok = p.get_token();
-                (tok.len() == 8).then(|| (Event::Response(code), u64::from_be_bytes(tok.try_into().unwrap())))
+                (tok.len() == 8).then(|| {
+                    (
+                        Event::Response(code),
+                        u64::from_be_bytes(tok.try_into().unwrap()),
+                    )
+                })
             }
             _ => None,
         };
@@ -265,7 +294,12 @@ async fn receive(sock: Arc<Sock>, unmatched: Arc<AtomicU64>) {
             unmatched.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let tx = sock.by_token.lock().unwrap().get(&token).map(|p| (p.tx.clone(), p.mid));
+        let tx = sock
+            .by_token
+            .lock()
+            .unwrap()
+            .get(&token)
+            .map(|p| (p.tx.clone(), p.mid));
         match tx {
             Some((tx, pmid)) => {
                 // A piggybacked response must carry our message id.

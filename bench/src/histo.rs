@@ -55,16 +55,6 @@ impl Histogram {
         self.sum += u128::from(v);
     }
 
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        self.sum += other.sum;
-    }
-
     pub fn count(&self) -> u64 {
         self.total
     }

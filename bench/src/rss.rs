@@ -30,8 +30,15 @@ pub fn read(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// Samples every `every` until `stop` flips; returns the statistics.
-pub async fn sample(pid: u32, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> RssStats {
-    let mut s = RssStats { pid, ..RssStats::default() };
+pub async fn sample(
+    pid: u32,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> RssStats {
+    let mut s = RssStats {
+        pid,
+        ..RssStats::default()
+    };
     let mut sum = 0f64;
     let mut tick = tokio::time::interval(every);
     loop {

@@ -78,11 +78,6 @@ impl Sensor {
         }
     }
 
-    /// The device id the gateway gives this sensor's readings.
-    pub fn device_id(&self) -> String {
-        format!("coap:{}", self.name)
-    }
-
     /// The next reading, measured at `time_us` (made strictly later than
     /// the previous one, so two readings never merge).
     pub fn measure(&mut self, time_us: i64) -> Reading {
@@ -99,10 +94,6 @@ impl Sensor {
         };
         self.seq += 1;
         r
-    }
-
-    pub fn next_seq(&self) -> u64 {
-        self.seq
     }
 }
 

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 
-use rumqttd::{Config as BrokerSettings, ConnectionSettings, RouterConfig, ServerSettings, Strategy};
+use rumqttd::{
+    Config as BrokerSettings, ConnectionSettings, RouterConfig, ServerSettings, Strategy,
+};
 
 use crate::config::Config;
 

@@ -195,7 +195,9 @@ pub fn parse_mqtt_url(url: &str) -> Result<Endpoint, String> {
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('@') {
-        return Err("credentials in the URL are not supported; use mqtt.username and mqtt.password".into());
+        return Err(
+            "credentials in the URL are not supported; use mqtt.username and mqtt.password".into(),
+        );
     }
     if authority.contains(['/', '?', '#']) {
         return Err(format!("{url:?} must not have a path or query"));
@@ -305,10 +307,7 @@ impl Config {
                     tls: false,
                 })
             }
-            None => Err(err(
-                "mqtt.url",
-                "required when broker.embedded = false",
-            )),
+            None => Err(err("mqtt.url", "required when broker.embedded = false")),
         }
     }
 

@@ -155,7 +155,10 @@ pub async fn mqtt_options(config: &Config) -> Result<MqttOptions, SetupError> {
             64 * 1024,
         );
     if let Some(user) = &config.mqtt.username {
-        opts.set_credentials(user.clone(), config.mqtt.password.clone().unwrap_or_default());
+        opts.set_credentials(
+            user.clone(),
+            config.mqtt.password.clone().unwrap_or_default(),
+        );
     }
     if endpoint.tls {
         let tls = tls_config(&config.mqtt.tls).await?;

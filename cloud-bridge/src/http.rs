@@ -35,8 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::metrics::{Counters, Metrics};
 use crate::store::{ListQuery, ReadingQuery, Store, StoreError};

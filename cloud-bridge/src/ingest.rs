@@ -16,18 +16,21 @@ const MAX_STATUS_BYTES: usize = 4096;
 /// What a topic carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
-    Telemetry { gateway: &'a str },
-    Status { gateway: &'a str },
+    Telemetry {
+        gateway: &'a str,
+    },
+    Status {
+        gateway: &'a str,
+    },
     /// Not ours (or a malformed gateway id); `reason` explains.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 /// Routes `{prefix}/{gateway}/telemetry` and `{prefix}/{gateway}/status`.
 pub fn route<'a>(prefix: &str, topic: &'a str) -> Route<'a> {
-    let Some(rest) = topic
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('/'))
-    else {
+    let Some(rest) = topic.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
         return Route::Unknown {
             reason: format!("topic does not start with {prefix}/"),
         };
@@ -126,8 +129,8 @@ pub fn prepare_batch(
         let seq = i64::try_from(*seq)
             .map_err(|_| format!("reading {seq}: sequence number exceeds 2^63-1"))?;
         let measurements: Vec<_> = r.measurements.iter().map(measurement_json).collect();
-        let measurements = serde_json::to_string(&measurements)
-            .map_err(|e| format!("reading {seq}: {e}"))?;
+        let measurements =
+            serde_json::to_string(&measurements).map_err(|e| format!("reading {seq}: {e}"))?;
         let meta = serde_json::to_string(&r.meta).map_err(|e| format!("reading {seq}: {e}"))?;
         readings.push(NewReading {
             seq,
@@ -284,9 +287,13 @@ mod tests {
 
     #[test]
     fn parses_status_payloads() {
-        let s = parse_status("gw", br#"{"state":"online","version":"0.1.0","ts":1732476000}"#, 9)
-            .unwrap()
-            .unwrap();
+        let s = parse_status(
+            "gw",
+            br#"{"state":"online","version":"0.1.0","ts":1732476000}"#,
+            9,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(s.state, "online");
         assert_eq!(s.status_ts_us, Some(1_732_476_000_000_000));
         assert_eq!(parse_status("gw", b"", 9), Ok(None));

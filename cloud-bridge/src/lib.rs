@@ -52,6 +52,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    crash: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -66,6 +67,14 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.wait().await
+    }
+
+    /// Stops at once, like a crash: nothing in flight is stored or
+    /// acknowledged and no DISCONNECT is sent, so the broker redelivers
+    /// the unacknowledged messages to the session later.
+    pub async fn abort(self) {
+        self.crash.cancel();
+        let _ = self.task.await;
     }
 
     /// Waits until the service stops (its token is cancelled).
@@ -120,7 +129,9 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
-        let http_addr = listener.local_addr().context("http.listen: local address")?;
+        let http_addr = listener
+            .local_addr()
+            .context("http.listen: local address")?;
         Ok::<_, anyhow::Error>((listener, http_addr))
     }
     .await;
@@ -133,16 +144,20 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
     };
     let metrics = Arc::new(Metrics::default());
     let consumer_token = shutdown.child_token();
-    let consumer =
-        match consumer::start(&config, store.clone(), metrics.clone(), consumer_token.clone())
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                store.close().await;
-                return Err(e).context("starting the MQTT consumer");
-            }
-        };
+    let consumer = match consumer::start(
+        &config,
+        store.clone(),
+        metrics.clone(),
+        consumer_token.clone(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            store.close().await;
+            return Err(e).context("starting the MQTT consumer");
+        }
+    };
     let app = http::router(http::AppState {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -158,17 +173,37 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
     tracing::info!(%http_addr, "HTTP API listening");
 
     let token = shutdown.clone();
+    let crash = CancellationToken::new();
+    let crashed = crash.clone();
     let task = tokio::spawn(async move {
-        token.cancelled().await;
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = crashed.cancelled() => {
+                consumer.ingest_task.abort();
+                consumer.poll_task.abort();
+                http_task.abort();
+                let _ = consumer.ingest_task.await;
+                let _ = consumer.poll_task.await;
+                let _ = http_task.await;
+                tracing::warn!("aborted");
+                return Ok(());
+            }
+        }
         tracing::info!("shutting down: storing in-flight batches");
         consumer_token.cancel();
         let mut ingest = consumer.ingest_task;
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut ingest).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut ingest)
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight batches not stored in time; they will be redelivered");
             ingest.abort();
         }
         let mut poll = consumer.poll_task;
-        if tokio::time::timeout(DISCONNECT_TIMEOUT, &mut poll).await.is_err() {
+        if tokio::time::timeout(DISCONNECT_TIMEOUT, &mut poll)
+            .await
+            .is_err()
+        {
             poll.abort();
         }
         http_token.cancel();
@@ -185,6 +220,7 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
         http_addr,
         metrics,
         shutdown,
+        crash,
         task,
     })
 }

@@ -2,6 +2,7 @@
 //! `cloud-bridge config example` | `cloud-bridge config check [--config FILE]`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "cloud-bridge", version, about = "gatewayd cloud ingestion service")]
+#[command(
+    name = "cloud-bridge",
+    version,
+    about = "gatewayd cloud ingestion service"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it: embedded broker on
     /// 127.0.0.1:1883, SQLite in ./cloud-bridge-data, HTTP on 127.0.0.1:8080.
@@ -89,7 +94,17 @@ async fn shutdown_signal(token: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Config { action }) = &cli.command {
         match action {
@@ -98,7 +113,13 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             ConfigAction::Check => {
-                let config = load_config(&cli)?;
+                let mut config = load_config(&cli)?;
+                if config.mqtt.password.is_some() {
+                    config.mqtt.password = Some("<redacted>".into());
+                }
+                for p in config.broker.users.values_mut() {
+                    *p = "<redacted>".into();
+                }
                 print!(
                     "{}",
                     toml::to_string_pretty(&config).context("rendering the configuration")?

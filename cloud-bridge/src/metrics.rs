@@ -24,6 +24,7 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Successful MQTT connections (CONNACKs).
     pub mqtt_connects: AtomicU64,
+    /// Connected and subscribed (set on a successful SUBACK).
     pub mqtt_connected: AtomicBool,
 }
 

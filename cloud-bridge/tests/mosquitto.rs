@@ -3,8 +3,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use common::*;
 use gatewayd_model::wire::{encode_reading, BatchWriter};
@@ -114,7 +112,11 @@ async fn readings_query_filters_by_time_and_limit() {
     publish(
         &broker.url(),
         "test-gw",
-        vec![(telemetry_topic("gw-q"), batch("gw-q", "coap:q", 1..=10), false)],
+        vec![(
+            telemetry_topic("gw-q"),
+            batch("gw-q", "coap:q", 1..=10),
+            false,
+        )],
     )
     .await
     .unwrap();
@@ -203,7 +205,11 @@ async fn redelivered_batch_is_stored_once() {
         vec![
             (telemetry_topic("gw-01"), payload.clone(), false),
             (telemetry_topic("gw-01"), payload, false),
-            (telemetry_topic("gw-01"), batch("gw-01", "coap:sim-0", 4..=7), false),
+            (
+                telemetry_topic("gw-01"),
+                batch("gw-01", "coap:sim-0", 4..=7),
+                false,
+            ),
         ],
     )
     .await
@@ -221,7 +227,7 @@ async fn redelivered_batch_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loses_nothing() {
     init_logging();
-    const BATCHES: u64 = 60;
+    const PHASE: u64 = 20; // batches per phase
     const PER_BATCH: u64 = 5;
     let broker = mosquitto().await;
     let url = broker.url();
@@ -230,39 +236,56 @@ async fn restart_loses_nothing() {
     let bridge = cloud_bridge::start(config.clone()).await.unwrap();
     wait_healthy(bridge.http_addr).await;
 
-    // A gateway publishing steadily, one QoS 1 batch at a time.
-    let published = Arc::new(AtomicU64::new(0));
+    // A gateway publishing QoS 1 batches one at a time: phase 1 while the
+    // bridge runs (and is being stopped), phase 2 while it is down, phase 3
+    // while it starts again.
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let (down_done_tx, down_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (restarted_tx, restarted_rx) = tokio::sync::oneshot::channel::<()>();
     let gateway = {
-        let published = published.clone();
         let url = url.clone();
         tokio::spawn(async move {
-            for b in 0..BATCHES {
-                let seqs = b * PER_BATCH + 1..=(b + 1) * PER_BATCH;
-                publish(
-                    &url,
-                    "test-gw-steady",
-                    vec![(telemetry_topic("gw-01"), batch("gw-01", "coap:s", seqs), false)],
-                )
-                .await
-                .unwrap();
-                published.fetch_add(1, Ordering::SeqCst);
+            let send = |b: u64| {
+                let url = url.clone();
+                async move {
+                    let seqs = b * PER_BATCH + 1..=(b + 1) * PER_BATCH;
+                    publish(
+                        &url,
+                        "test-gw-steady",
+                        vec![(
+                            telemetry_topic("gw-01"),
+                            batch("gw-01", "coap:s", seqs),
+                            false,
+                        )],
+                    )
+                    .await
+                    .unwrap();
+                }
+            };
+            for b in 0..PHASE {
+                send(b).await;
+            }
+            stopped_rx.await.unwrap();
+            for b in PHASE..2 * PHASE {
+                send(b).await;
+            }
+            down_done_tx.send(()).unwrap();
+            restarted_rx.await.unwrap();
+            for b in 2 * PHASE..3 * PHASE {
+                send(b).await;
             }
         })
     };
 
-    wait_counter(bridge.http_addr, "batches_stored", 10).await;
+    wait_counter(bridge.http_addr, "batches_stored", 5).await;
     bridge.stop().await.unwrap();
-    let at_stop = published.load(Ordering::SeqCst);
-    // Let the gateway publish a good share while nobody consumes.
-    wait_for("batches published while stopped", || {
-        let published = published.clone();
-        async move { (published.load(Ordering::SeqCst) >= (at_stop + 15).min(BATCHES)).then_some(()) }
-    })
-    .await;
-
+    stopped_tx.send(()).unwrap();
+    down_done_rx.await.unwrap();
     let bridge = cloud_bridge::start(config).await.unwrap();
+    restarted_tx.send(()).unwrap();
     gateway.await.unwrap();
-    let total = BATCHES * PER_BATCH;
+
+    let total = 3 * PHASE * PER_BATCH;
     wait_for("every reading stored", || async {
         (readings(bridge.http_addr, "coap:s").await.len() as u64 >= total).then_some(())
     })
@@ -297,7 +320,11 @@ async fn two_replicas_share_the_load_without_doubles() {
     let msgs = (0..BATCHES)
         .map(|i| {
             let seqs = i * 3 + 1..=i * 3 + 3;
-            (telemetry_topic("gw-01"), batch("gw-01", "coap:r", seqs), false)
+            (
+                telemetry_topic("gw-01"),
+                batch("gw-01", "coap:r", seqs),
+                false,
+            )
         })
         .collect();
     publish(&url, "test-gw-replicas", msgs).await.unwrap();
@@ -342,15 +369,27 @@ async fn bad_payloads_are_rejected_and_acked() {
         vec![
             (telemetry_topic("gw-01"), b"not json at all".to_vec(), false),
             // gw in the payload disagrees with the topic
-            (telemetry_topic("gw-01"), batch("gw-99", "coap:x", [1]), false),
+            (
+                telemetry_topic("gw-01"),
+                batch("gw-99", "coap:x", [1]),
+                false,
+            ),
             (
                 telemetry_topic("gw-01"),
                 br#"{"v":2,"gw":"gw-01","r":[]}"#.to_vec(),
                 false,
             ),
-            (status_topic("gw-01"), br#"{"state":"dancing"}"#.to_vec(), false),
+            (
+                status_topic("gw-01"),
+                br#"{"state":"dancing"}"#.to_vec(),
+                false,
+            ),
             // a valid batch after the bad ones: processing goes on
-            (telemetry_topic("gw-01"), batch("gw-01", "coap:ok", [7]), false),
+            (
+                telemetry_topic("gw-01"),
+                batch("gw-01", "coap:ok", [7]),
+                false,
+            ),
         ],
     )
     .await
@@ -381,7 +420,11 @@ async fn bad_payloads_are_rejected_and_acked() {
     publish(
         &url,
         "test-bad",
-        vec![(telemetry_topic("gw-01"), batch("gw-01", "coap:ok", [8]), false)],
+        vec![(
+            telemetry_topic("gw-01"),
+            batch("gw-01", "coap:ok", [8]),
+            false,
+        )],
     )
     .await
     .unwrap();
@@ -409,12 +452,56 @@ async fn healthz_is_503_while_the_broker_is_down() {
     .await;
     assert_eq!(body["mqtt"], "disconnected");
     assert_eq!(body["store"], "ok");
-    tokio::task::spawn_blocking(move || {
+    let _broker = tokio::task::spawn_blocking(move || {
         broker.restart().unwrap();
         broker
     })
     .await
     .unwrap();
     wait_healthy(addr).await;
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_before_ack_means_redelivery_and_nothing_is_lost() {
+    init_logging();
+    let broker = mosquitto().await;
+    let url = broker.url();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(dir.path(), &url, "cb-crash");
+    let db_path = config.storage.sqlite_path.clone();
+    let bridge = cloud_bridge::start(config.clone()).await.unwrap();
+    wait_healthy(bridge.http_addr).await;
+
+    // Another writer holds the database: batches arrive but cannot be
+    // committed, so they are not acknowledged.
+    let locker = rusqlite::Connection::open(&db_path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let msgs = (0..5u64)
+        .map(|i| {
+            let seqs = i * 4 + 1..=i * 4 + 4;
+            (
+                telemetry_topic("gw-c"),
+                batch("gw-c", "coap:c", seqs),
+                false,
+            )
+        })
+        .collect();
+    publish(&url, "test-gw-crash", msgs).await.unwrap();
+    let c = wait_counter(bridge.http_addr, "batches_received", 1).await;
+    assert_eq!(counter(&c, "batches_stored"), 0, "{c}");
+    bridge.abort().await;
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    let bridge = cloud_bridge::start(config).await.unwrap();
+    wait_for("every reading stored after the crash", || async {
+        (readings(bridge.http_addr, "coap:c").await.len() >= 20).then_some(())
+    })
+    .await;
+    assert_eq!(
+        seqs(&readings(bridge.http_addr, "coap:c").await),
+        (1..=20).collect::<Vec<_>>()
+    );
     bridge.stop().await.unwrap();
 }

@@ -78,10 +78,14 @@ impl BufferHandle {
         let join = std::thread::Builder::new()
             .name("gatewayd-buffer".into())
             .spawn(move || {
+                // Stats are published before each reply, so whoever gets an
+                // answer sees stats that include its effect.
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Cmd::Append { groups, reply } => {
-                            let _ = reply.send(store.append(&groups));
+                            let r = store.append(&groups);
+                            stats_tx.send_replace(store.stats());
+                            let _ = reply.send(r);
                         }
                         Cmd::Read {
                             after,
@@ -92,10 +96,11 @@ impl BufferHandle {
                             let _ = reply.send(store.read_after(after, max_count, max_bytes));
                         }
                         Cmd::Ack { through, reply } => {
-                            let _ = reply.send(store.ack_through(through));
+                            let r = store.ack_through(through);
+                            stats_tx.send_replace(store.stats());
+                            let _ = reply.send(r);
                         }
                     }
-                    stats_tx.send_replace(store.stats());
                 }
             })?;
         Ok((
@@ -354,10 +359,18 @@ pub async fn run_forwarder(
                     has_data = false;
                     continue;
                 }
+                // Pack rows while the whole payload (envelope and per-row
+                // framing included) stays within batch_max_bytes; always at
+                // least one. Rows left out are read again next time.
                 let mut w = BatchWriter::new(&gateway_id);
                 let first_seq = rows[0].seq;
                 let mut last_seq = first_seq;
                 for row in &rows {
+                    if w.count() > 0
+                        && w.len_bytes() + BatchWriter::cost(&row.payload) > cfg.batch_max_bytes
+                    {
+                        break;
+                    }
                     w.push(row.seq, &row.payload);
                     last_seq = row.seq;
                 }

@@ -134,7 +134,9 @@ impl CoapUri {
     /// (DTLS) is not supported.
     pub fn parse(s: &str) -> Result<CoapUri, String> {
         let Some((scheme, rest)) = s.split_once("://") else {
-            return Err(format!("{s:?} is not an absolute URI (expected coap://host/path)"));
+            return Err(format!(
+                "{s:?} is not an absolute URI (expected coap://host/path)"
+            ));
         };
         match scheme.to_ascii_lowercase().as_str() {
             "coap" => {}
@@ -284,7 +286,10 @@ pub(crate) fn validate(key: &str, c: CoapConfig) -> Result<Validated, ConfigErro
     let bind: SocketAddr = c.bind.parse().map_err(|e| {
         err(
             "bind",
-            format!("{:?} is not a socket address like 0.0.0.0:5683 ({e})", c.bind),
+            format!(
+                "{:?} is not a socket address like 0.0.0.0:5683 ({e})",
+                c.bind
+            ),
         )
     })?;
     let path: Vec<String> = c
@@ -295,7 +300,10 @@ pub(crate) fn validate(key: &str, c: CoapConfig) -> Result<Validated, ConfigErro
         .map(str::to_owned)
         .collect();
     if path.is_empty() {
-        return Err(err("path", "must name a resource, e.g. \"telemetry\"".into()));
+        return Err(err(
+            "path",
+            "must name a resource, e.g. \"telemetry\"".into(),
+        ));
     }
     if path.iter().any(|s| s.len() > 255) {
         return Err(err("path", "a segment is longer than 255 bytes".into()));
@@ -420,7 +428,10 @@ mod tests {
             bind: "nope".into(),
             ..CoapConfig::default()
         };
-        assert_eq!(validate("sources.coap", c).unwrap_err().key, "sources.coap.bind");
+        assert_eq!(
+            validate("sources.coap", c).unwrap_err().key,
+            "sources.coap.bind"
+        );
 
         let c = CoapConfig {
             observe: vec![
@@ -479,6 +490,35 @@ mod tests {
         let v = validate("s", mk(None, None)).unwrap();
         assert_eq!(v.observe[0].default_device.as_str(), "coap:127.0.0.1");
         assert_eq!(v.observe[0].name, "value");
+    }
+
+    #[test]
+    fn toml_section_with_observe_list_parses_and_unknown_keys_are_refused() {
+        let c: CoapConfig = toml::from_str(
+            r#"
+            bind = "127.0.0.1:5683"
+            max_payload_bytes = 4096
+            limits = { max_records = 16 }
+            observe = [
+              { uri = "coap://127.0.0.1:5684/sensors/temp", device = "greenhouse-1", name = "temperature", unit = "Cel" },
+              { uri = "coap://[::1]/h" },
+            ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.path, "telemetry");
+        assert_eq!(c.limits.max_records, 16);
+        assert_eq!(c.limits.max_name_len, 255);
+        assert_eq!(c.observe[0].unit.as_deref(), Some("Cel"));
+        let v = validate("sources.coap", c).unwrap();
+        assert_eq!(v.observe[0].uri.port, 5684);
+        assert_eq!(v.observe[1].default_device.as_str(), "coap:::1");
+
+        assert!(toml::from_str::<CoapConfig>("bnid = \"x\"").is_err());
+        assert!(
+            toml::from_str::<CoapConfig>("observe = [{ uri = \"coap://x\", colour = 1 }]").is_err()
+        );
+        assert!(toml::from_str::<CoapConfig>("observe = [{ device = \"x\" }]").is_err());
     }
 
     #[test]

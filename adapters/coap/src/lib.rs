@@ -3,7 +3,7 @@
 //! The CoAP source (`kind = "coap"`): a CoAP server (RFC 7252, UDP) that
 //! accepts SenML telemetry, and a CoAP Observe client (RFC 7641) that
 //! subscribes to sensor resources. Both feed the pipeline through the
-//! source's [`ReadingSink`](gatewayd_core::ReadingSink).
+//! source's [`ReadingSink`].
 //!
 //! ## Server: `POST /telemetry`
 //!
@@ -81,7 +81,7 @@
 //!
 //! ## Observe client
 //!
-//! See [`observe`](crate::observe) for registration, notification handling,
+//! See [`observe`] for registration, notification handling,
 //! re-registration and deregistration.
 //!
 //! ## Running

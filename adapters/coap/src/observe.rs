@@ -86,7 +86,9 @@ pub fn build_get(uri: &CoapUri, token: &[u8], mid: u16, observe: Option<u32>) ->
 /// `old`) fresher than `old`?
 pub fn is_fresher(old: u32, new: u32, elapsed: Duration) -> bool {
     const HALF: u32 = 1 << 23;
-    (old < new && new - old < HALF) || (old > new && old - new > HALF) || elapsed > Duration::from_secs(128)
+    (old < new && new - old < HALF)
+        || (old > new && old - new > HALF)
+        || elapsed > Duration::from_secs(128)
 }
 
 /// Decodes a notification payload into readings.
@@ -181,13 +183,13 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
     stats: Arc<CoapStats>,
 ) {
-    let mut backoff = BACKOFF_MIN; eprintln!("observer start");
+    let mut backoff = BACKOFF_MIN;
     loop {
         if shutdown.is_cancelled() {
             return;
         }
         match observe_once(&target, &sink, &shutdown, &stats).await {
-            Ok(Ended::Shutdown) => { eprintln!("observer done"); return }
+            Ok(Ended::Shutdown) => return,
             Ok(Ended::Lost { registered, reason }) => {
                 if registered {
                     backoff = BACKOFF_MIN;
@@ -235,8 +237,12 @@ async fn observe_once(
     shutdown: &CancellationToken,
     stats: &CoapStats,
 ) -> Result<Ended, String> {
-    let addr = tokio::net::lookup_host((t.uri.host.as_str(), t.uri.port))
-        .await
+    let lookup = tokio::net::lookup_host((t.uri.host.as_str(), t.uri.port));
+    let resolved = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+        r = lookup => r,
+    };
+    let addr = resolved
         .map_err(|e| format!("resolving {}: {e}", t.uri.host))?
         .next()
         .ok_or_else(|| format!("{} resolves to no address", t.uri.host))?;
@@ -275,7 +281,6 @@ async fn observe_once(
             _ = tokio::time::sleep_until(deadline) => Event::Timer,
             r = sock.recv(&mut buf) => Event::Datagram(r.map_err(|e| format!("receiving: {e}"))?),
         };
-        eprintln!("event {}", match &event { Event::Shutdown => "shutdown".to_string(), Event::Timer => "timer".into(), Event::Datagram(n) => format!("dgram {n}") });
         match event {
             Event::Shutdown => {
                 if o.registered || o.acked {
@@ -326,11 +331,17 @@ async fn observe_once(
                         } else {
                             return Ok(Ended::Lost {
                                 registered: o.registered,
-                                reason: format!("the server ended the observation ({})", p.header.code),
+                                reason: format!(
+                                    "the server ended the observation ({})",
+                                    p.header.code
+                                ),
                             });
                         }
                     }
-                    (MessageType::Confirmable | MessageType::NonConfirmable, MessageClass::Response(_)) => {
+                    (
+                        MessageType::Confirmable | MessageType::NonConfirmable,
+                        MessageClass::Response(_),
+                    ) => {
                         // A notification for a token we no longer use.
                         send(&sock, &reset(mid)).await?;
                     }
@@ -483,10 +494,17 @@ mod tests {
 
     #[test]
     fn text_plain_number_becomes_a_named_reading_of_the_configured_device() {
-        let r = decode_notification(&notification(Some(0), b" 21.5\n"), &target(Some("Cel")), Timestamp(5))
-            .unwrap();
+        let r = decode_notification(
+            &notification(Some(0), b" 21.5\n"),
+            &target(Some("Cel")),
+            Timestamp(5),
+        )
+        .unwrap();
         assert_eq!(r[0].device.as_str(), "coap:greenhouse-1");
-        assert_eq!(r[0].measurements[0], Measurement::float("temperature", Some("Cel"), 21.5));
+        assert_eq!(
+            r[0].measurements[0],
+            Measurement::float("temperature", Some("Cel"), 21.5)
+        );
         assert_eq!(r[0].time, Timestamp(5));
     }
 
@@ -543,9 +561,20 @@ mod tests {
         assert_eq!(p.header.get_type(), MessageType::Confirmable);
         assert_eq!(p.header.message_id, 42);
         assert_eq!(p.get_token(), &[1, 2, 3]);
-        assert_eq!(p.get_first_option(CoapOption::Observe).unwrap(), &Vec::<u8>::new());
-        assert_eq!(p.get_first_option(CoapOption::UriHost).unwrap(), b"sensor.local");
-        let path: Vec<_> = p.get_option(CoapOption::UriPath).unwrap().iter().cloned().collect();
+        assert_eq!(
+            p.get_first_option(CoapOption::Observe).unwrap(),
+            &Vec::<u8>::new()
+        );
+        assert_eq!(
+            p.get_first_option(CoapOption::UriHost).unwrap(),
+            b"sensor.local"
+        );
+        let path: Vec<_> = p
+            .get_option(CoapOption::UriPath)
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect();
         assert_eq!(path, vec![b"sensors".to_vec(), b"temp".to_vec()]);
         let p = Packet::from_bytes(&build_get(&uri, &[1], 1, Some(1))).unwrap();
         assert_eq!(p.get_first_option(CoapOption::Observe).unwrap(), &vec![1u8]);

@@ -374,7 +374,11 @@ impl DedupCache {
 
     fn pop_front(&mut self) {
         if let Some((key, _, generation)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|e| e.generation == generation) {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|e| e.generation == generation)
+            {
                 self.map.remove(&key);
             }
         }
@@ -560,7 +564,12 @@ pub fn parse_header(bytes: &[u8]) -> Option<(MessageType, u8, u16, &[u8])> {
         2 => MessageType::Acknowledgement,
         _ => MessageType::Reset,
     };
-    Some((ty, bytes[1], u16::from_be_bytes([bytes[2], bytes[3]]), &bytes[4..4 + tkl]))
+    Some((
+        ty,
+        bytes[1],
+        u16::from_be_bytes([bytes[2], bytes[3]]),
+        &bytes[4..4 + tkl],
+    ))
 }
 
 /// Step `parse_packet`: the full message. A message format error gets an
@@ -630,7 +639,11 @@ pub fn check_options(p: &Packet) -> Result<(), Rejection> {
                     "this server is not a proxy",
                 ))
             }
-            opt::URI_HOST | opt::URI_PORT | opt::URI_PATH | opt::URI_QUERY | opt::BLOCK1
+            opt::URI_HOST
+            | opt::URI_PORT
+            | opt::URI_PATH
+            | opt::URI_QUERY
+            | opt::BLOCK1
             | opt::BLOCK2 => {}
             n if n % 2 == 1 => {
                 return Err(Rejection::new(
@@ -658,8 +671,7 @@ pub fn route(p: &Packet, path: &[String]) -> Result<Route, Rejection> {
         .get_option(CoapOption::UriPath)
         .map(|l| l.iter().map(Vec::as_slice).collect())
         .unwrap_or_default();
-    if segments.len() == path.len() && segments.iter().zip(path).all(|(a, b)| *a == b.as_bytes())
-    {
+    if segments.len() == path.len() && segments.iter().zip(path).all(|(a, b)| *a == b.as_bytes()) {
         return Ok(Route::Telemetry);
     }
     if segments == [b".well-known".as_slice(), b"core".as_slice()] {
@@ -739,7 +751,9 @@ pub fn check_content_format(p: &Packet) -> Result<SenmlFormat, Rejection> {
 pub fn check_size1(p: &Packet, max_payload: usize) -> Result<(), Rejection> {
     match first_option(p, opt::SIZE1).map(|v| read_uint(v, 4)) {
         None => Ok(()),
-        Some(None) => Err(Rejection::bad_request("Size1 option is longer than 4 bytes")),
+        Some(None) => Err(Rejection::bad_request(
+            "Size1 option is longer than 4 bytes",
+        )),
         Some(Some(size)) if size as usize > max_payload => {
             Err(Rejection::too_large(max_payload, None))
         }
@@ -1103,36 +1117,44 @@ pub fn fuzz_datagram(data: &[u8]) {
         ..ServerSettings::default()
     };
     let mut core = ServerCore::new(settings, Arc::new(CoapStats::default()), 1);
-    let run = |core: &mut ServerCore, bytes: &[u8], truncated: bool| {
-        match core.handle_datagram(peer, bytes, truncated, now, wall) {
-            Action::Submit { readings, pending } => {
-                assert!(!readings.is_empty());
-                let out = core.finish(
-                    pending,
-                    Ok(Committed {
-                        first_seq: 0,
-                        count: readings.len(),
-                    }),
-                    now,
-                );
-                if let Some(b) = out {
-                    assert!(Packet::from_bytes(&b).is_ok());
-                }
+    let run = |core: &mut ServerCore, bytes: &[u8], truncated: bool| match core
+        .handle_datagram(peer, bytes, truncated, now, wall)
+    {
+        Action::Submit { readings, pending } => {
+            assert!(!readings.is_empty());
+            let out = core.finish(
+                pending,
+                Ok(Committed {
+                    first_seq: 0,
+                    count: readings.len(),
+                }),
+                now,
+            );
+            if let Some(b) = out {
+                assert!(Packet::from_bytes(&b).is_ok());
             }
-            Action::Reply { bytes, .. } => assert!(Packet::from_bytes(&bytes).is_ok()),
-            Action::Ignore => {}
         }
+        Action::Reply { bytes, .. } => assert!(Packet::from_bytes(&bytes).is_ok()),
+        Action::Ignore => {}
     };
     run(&mut core, data, false);
     // The same datagram again is a duplicate and must not be re-processed.
-    let before = core.stats().requests.load(std::sync::atomic::Ordering::Relaxed);
+    let before = core
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
     run(&mut core, data, false);
     assert_eq!(
-        core.stats().requests.load(std::sync::atomic::Ordering::Relaxed),
+        core.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
         before
     );
     run(&mut core, &data[..data.len().min(64)], true);
-    for (i, cf) in [CONTENT_FORMAT_JSON, CONTENT_FORMAT_CBOR].into_iter().enumerate() {
+    for (i, cf) in [CONTENT_FORMAT_JSON, CONTENT_FORMAT_CBOR]
+        .into_iter()
+        .enumerate()
+    {
         let mut p = Packet::new();
         p.header.set_type(MessageType::Confirmable);
         p.header.code = MessageClass::Request(RequestType::Post);
@@ -1215,13 +1237,23 @@ mod tests {
     #[test]
     fn valid_json_pack_becomes_a_submission_for_the_base_name_device() {
         let mut c = core();
-        let a = send(&mut c, &post(1, Some(110), br#"[{"bn":"sensor-7/","n":"t","v":1}]"#));
+        let a = send(
+            &mut c,
+            &post(1, Some(110), br#"[{"bn":"sensor-7/","n":"t","v":1}]"#),
+        );
         let Action::Submit { readings, pending } = a else {
             panic!("expected submit, got {a:?}")
         };
         assert_eq!(readings[0].device.as_str(), "coap:sensor-7");
         let out = c
-            .finish(pending, Ok(Committed { first_seq: 1, count: 1 }), Instant::now())
+            .finish(
+                pending,
+                Ok(Committed {
+                    first_seq: 1,
+                    count: 1,
+                }),
+                Instant::now(),
+            )
             .unwrap();
         let p = Packet::from_bytes(&out).unwrap();
         assert_eq!(code(&p), ResponseType::Changed);
@@ -1233,7 +1265,8 @@ mod tests {
     #[test]
     fn records_without_base_name_belong_to_the_peer_ip() {
         let mut c = core();
-        let Action::Submit { readings, .. } = send(&mut c, &post(1, Some(110), br#"[{"n":"t","v":1}]"#))
+        let Action::Submit { readings, .. } =
+            send(&mut c, &post(1, Some(110), br#"[{"n":"t","v":1}]"#))
         else {
             panic!()
         };
@@ -1245,7 +1278,11 @@ mod tests {
         let mut c = core();
         let p = reply(send(
             &mut c,
-            &post(1, Some(110), br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":"x"}]"#),
+            &post(
+                1,
+                Some(110),
+                br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":"x"}]"#,
+            ),
         ));
         assert_eq!(code(&p), ResponseType::BadRequest);
         assert_eq!(diag(&p), r#"record 2: field "v" must be a number"#);
@@ -1288,14 +1325,10 @@ mod tests {
     #[test]
     fn truncated_datagram_gets_too_large_with_a_block1_hint() {
         let mut c = core();
-        let bytes = post(9, Some(110), &[b'x'; 200]).to_bytes_unlimited().unwrap();
-        let p = reply(c.handle_datagram(
-            peer(),
-            &bytes[..50],
-            true,
-            Instant::now(),
-            Timestamp(0),
-        ));
+        let bytes = post(9, Some(110), &[b'x'; 200])
+            .to_bytes_unlimited()
+            .unwrap();
+        let p = reply(c.handle_datagram(peer(), &bytes[..50], true, Instant::now(), Timestamp(0)));
         assert_eq!(code(&p), ResponseType::RequestEntityTooLarge);
         assert_eq!(p.header.message_id, 9);
         let hint = Block::decode(p.get_first_option(CoapOption::Block1).unwrap()).unwrap();
@@ -1312,11 +1345,17 @@ mod tests {
         assert_eq!(code(&reply(send(&mut c, &p))), ResponseType::NotFound);
         let mut p = post(2, Some(110), b"[]");
         p.header.code = MessageClass::Request(RequestType::Put);
-        assert_eq!(code(&reply(send(&mut c, &p))), ResponseType::MethodNotAllowed);
+        assert_eq!(
+            code(&reply(send(&mut c, &p))),
+            ResponseType::MethodNotAllowed
+        );
         // An unassigned request code (0.09) is a method, too.
         let mut p = post(3, Some(110), b"[]");
         p.header.code = MessageClass::Reserved(9);
-        assert_eq!(code(&reply(send(&mut c, &p))), ResponseType::MethodNotAllowed);
+        assert_eq!(
+            code(&reply(send(&mut c, &p))),
+            ResponseType::MethodNotAllowed
+        );
     }
 
     #[test]
@@ -1341,7 +1380,14 @@ mod tests {
         // While the commit is outstanding the duplicate is dropped.
         assert!(matches!(send(&mut c, &p), Action::Ignore));
         let first = c
-            .finish(pending, Ok(Committed { first_seq: 1, count: 1 }), Instant::now())
+            .finish(
+                pending,
+                Ok(Committed {
+                    first_seq: 1,
+                    count: 1,
+                }),
+                Instant::now(),
+            )
             .unwrap();
         let Action::Reply { bytes, .. } = send(&mut c, &p) else {
             panic!()
@@ -1358,13 +1404,25 @@ mod tests {
         for mid in 0..20u16 {
             let mut p = post(mid, Some(110), b"[]");
             p.clear_option(CoapOption::UriPath);
-            let _ = c.handle_datagram(peer(), &p.to_bytes_unlimited().unwrap(), false, t0, Timestamp(0));
+            let _ = c.handle_datagram(
+                peer(),
+                &p.to_bytes_unlimited().unwrap(),
+                false,
+                t0,
+                Timestamp(0),
+            );
         }
         assert_eq!(c.remembered_exchanges(), 8);
         let mut p = post(100, Some(110), b"[]");
         p.clear_option(CoapOption::UriPath);
         let later = t0 + EXCHANGE_LIFETIME + Duration::from_secs(1);
-        let _ = c.handle_datagram(peer(), &p.to_bytes_unlimited().unwrap(), false, later, Timestamp(0));
+        let _ = c.handle_datagram(
+            peer(),
+            &p.to_bytes_unlimited().unwrap(),
+            false,
+            later,
+            Timestamp(0),
+        );
         assert_eq!(c.remembered_exchanges(), 1);
     }
 
@@ -1372,10 +1430,22 @@ mod tests {
     fn refusals_map_to_service_unavailable_or_internal_error() {
         let cases = [
             (Refusal::Busy, ResponseType::ServiceUnavailable),
-            (Refusal::Sink(SinkError::Full), ResponseType::ServiceUnavailable),
-            (Refusal::Sink(SinkError::Closed), ResponseType::ServiceUnavailable),
-            (Refusal::Commit(CommitError::BufferFull), ResponseType::ServiceUnavailable),
-            (Refusal::Commit(CommitError::Closed), ResponseType::ServiceUnavailable),
+            (
+                Refusal::Sink(SinkError::Full),
+                ResponseType::ServiceUnavailable,
+            ),
+            (
+                Refusal::Sink(SinkError::Closed),
+                ResponseType::ServiceUnavailable,
+            ),
+            (
+                Refusal::Commit(CommitError::BufferFull),
+                ResponseType::ServiceUnavailable,
+            ),
+            (
+                Refusal::Commit(CommitError::Closed),
+                ResponseType::ServiceUnavailable,
+            ),
             (
                 Refusal::Commit(CommitError::Storage("disk".into())),
                 ResponseType::InternalServerError,
@@ -1413,8 +1483,15 @@ mod tests {
             panic!()
         };
         let out = Packet::from_bytes(
-            &c.finish(pending, Ok(Committed { first_seq: 0, count: 1 }), Instant::now())
-                .unwrap(),
+            &c.finish(
+                pending,
+                Ok(Committed {
+                    first_seq: 0,
+                    count: 1,
+                }),
+                Instant::now(),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(out.header.get_type(), MessageType::NonConfirmable);
@@ -1428,7 +1505,14 @@ mod tests {
             panic!()
         };
         assert!(c
-            .finish(pending, Ok(Committed { first_seq: 0, count: 1 }), Instant::now())
+            .finish(
+                pending,
+                Ok(Committed {
+                    first_seq: 0,
+                    count: 1
+                }),
+                Instant::now()
+            )
             .is_none());
     }
 
@@ -1440,11 +1524,25 @@ mod tests {
             assert!(matches!(a, Action::Ignore), "{g:?}");
         }
         // CON, token length 0, an option with reserved delta 15.
-        let a = c.handle_datagram(peer(), b"\x40\x02\x12\x34\xF1", false, Instant::now(), Timestamp(0));
-        let Action::Reply { bytes, .. } = a else { panic!() };
+        let a = c.handle_datagram(
+            peer(),
+            b"\x40\x02\x12\x34\xF1",
+            false,
+            Instant::now(),
+            Timestamp(0),
+        );
+        let Action::Reply { bytes, .. } = a else {
+            panic!()
+        };
         assert_eq!(bytes, reset(0x1234));
         // Payload marker with no payload.
-        let a = c.handle_datagram(peer(), b"\x40\x02\x12\x35\xFF", false, Instant::now(), Timestamp(0));
+        let a = c.handle_datagram(
+            peer(),
+            b"\x40\x02\x12\x35\xFF",
+            false,
+            Instant::now(),
+            Timestamp(0),
+        );
         assert!(matches!(a, Action::Reply { .. }));
         assert_eq!(c.stats().malformed_datagrams.load(Ordering::Relaxed), 6);
     }
@@ -1452,8 +1550,16 @@ mod tests {
     #[test]
     fn ping_gets_reset_and_stray_acks_are_ignored() {
         let mut c = core();
-        let a = c.handle_datagram(peer(), &header_bytes(0, 0, 0, 77), false, Instant::now(), Timestamp(0));
-        let Action::Reply { bytes, .. } = a else { panic!() };
+        let a = c.handle_datagram(
+            peer(),
+            &header_bytes(0, 0, 0, 77),
+            false,
+            Instant::now(),
+            Timestamp(0),
+        );
+        let Action::Reply { bytes, .. } = a else {
+            panic!()
+        };
         assert_eq!(bytes, reset(77));
         let a = c.handle_datagram(peer(), &empty_ack(3), false, Instant::now(), Timestamp(0));
         assert!(matches!(a, Action::Ignore));
@@ -1472,7 +1578,10 @@ mod tests {
         let chunks: Vec<&[u8]> = body.chunks(16).collect();
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.iter().enumerate() {
-            let a = send(&mut c, &block_post(10 + i as u16, i as u32, i < last, 0, chunk));
+            let a = send(
+                &mut c,
+                &block_post(10 + i as u16, i as u32, i < last, 0, chunk),
+            );
             if i < last {
                 let p = reply(a);
                 assert_eq!(code(&p), ResponseType::Continue);
@@ -1484,8 +1593,15 @@ mod tests {
                 };
                 assert_eq!(readings[0].device.as_str(), "coap:blk");
                 let p = Packet::from_bytes(
-                    &c.finish(pending, Ok(Committed { first_seq: 0, count: 1 }), Instant::now())
-                        .unwrap(),
+                    &c.finish(
+                        pending,
+                        Ok(Committed {
+                            first_seq: 0,
+                            count: 1,
+                        }),
+                        Instant::now(),
+                    )
+                    .unwrap(),
                 )
                 .unwrap();
                 let b = Block::decode(p.get_first_option(CoapOption::Block1).unwrap()).unwrap();
@@ -1539,10 +1655,26 @@ mod tests {
     #[test]
     fn block_values_round_trip() {
         for b in [
-            Block { num: 0, more: false, szx: 0 },
-            Block { num: 1, more: true, szx: 6 },
-            Block { num: 4095, more: true, szx: 2 },
-            Block { num: (1 << 20) - 1, more: false, szx: 6 },
+            Block {
+                num: 0,
+                more: false,
+                szx: 0,
+            },
+            Block {
+                num: 1,
+                more: true,
+                szx: 6,
+            },
+            Block {
+                num: 4095,
+                more: true,
+                szx: 2,
+            },
+            Block {
+                num: (1 << 20) - 1,
+                more: false,
+                szx: 6,
+            },
         ] {
             assert_eq!(Block::decode(&b.encode()).unwrap(), b);
         }

@@ -25,7 +25,11 @@ fn coap_client() -> PathBuf {
         "coap-client-openssl",
     ];
     for name in names {
-        for dir in dirs.iter().map(PathBuf::as_path).chain([std::path::Path::new("/usr/bin")]) {
+        for dir in dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([std::path::Path::new("/usr/bin")])
+        {
             let candidate = dir.join(name);
             if candidate.is_file() {
                 return candidate;
@@ -108,7 +112,16 @@ async fn libcoap_client_cbor_post_from_file_is_ingested() {
     cbor.extend_from_slice(&[0x00, 0x61, b't', 0x02, 0x02]);
     std::fs::write(&file, &cbor).unwrap();
     let uri = format!("coap://127.0.0.1:{}/telemetry", h.addr.port());
-    let out = run_client(&["-m", "post", "-t", "112", "-f", file.to_str().unwrap(), &uri]).await;
+    let out = run_client(&[
+        "-m",
+        "post",
+        "-t",
+        "112",
+        "-f",
+        file.to_str().unwrap(),
+        &uri,
+    ])
+    .await;
     std::fs::remove_dir_all(&dir).ok();
     assert!(out.status.success(), "coap-client failed: {}", text(&out));
     assert_eq!(error_code(&text(&out)), None, "{}", text(&out));

@@ -30,7 +30,10 @@ impl SensorServer {
     async fn recv(&self) -> (Packet, SocketAddr) {
         let mut buf = vec![0u8; 4096];
         let (n, from) = within(self.sock.recv_from(&mut buf)).await.unwrap();
-        (Packet::from_bytes(&buf[..n]).expect("client sent valid CoAP"), from)
+        (
+            Packet::from_bytes(&buf[..n]).expect("client sent valid CoAP"),
+            from,
+        )
     }
 
     async fn send(&self, p: &Packet, to: SocketAddr) {
@@ -42,7 +45,11 @@ impl SensorServer {
 }
 
 fn uint_bytes(v: u32) -> Vec<u8> {
-    v.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect()
+    v.to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|b| *b == 0)
+        .collect()
 }
 
 fn observe_value(p: &Packet) -> Option<u32> {
@@ -96,7 +103,8 @@ fn temperature(v: f64) -> Measurement {
 }
 
 #[tokio::test]
-async fn observe_client_registers_ingests_notifications_reregisters_after_silence_and_deregisters() {
+async fn observe_client_registers_ingests_notifications_reregisters_after_silence_and_deregisters()
+{
     let server = SensorServer::new().await;
     let h = start(CoapConfig {
         observe: vec![ObserveConfig {
@@ -117,7 +125,14 @@ async fn observe_client_registers_ingests_notifications_reregisters_after_silenc
     let token1 = reg.get_token().to_vec();
     server
         .send(
-            &notification(MessageType::Acknowledgement, reg.header.message_id, &token1, Some(1), 1, "21.5"),
+            &notification(
+                MessageType::Acknowledgement,
+                reg.header.message_id,
+                &token1,
+                Some(1),
+                1,
+                "21.5",
+            ),
             client,
         )
         .await;
@@ -127,7 +142,14 @@ async fn observe_client_registers_ingests_notifications_reregisters_after_silenc
     assert_eq!(r.meta.source.as_deref(), Some("coap"));
 
     // Notification 2, confirmable: ACKed once committed.
-    let n2 = notification(MessageType::Confirmable, 0x0900, &token1, Some(2), 1, "22.0");
+    let n2 = notification(
+        MessageType::Confirmable,
+        0x0900,
+        &token1,
+        Some(2),
+        1,
+        "22.0",
+    );
     server.send(&n2, client).await;
     let (ack, _) = server.recv().await;
     assert_eq!(ack.header.get_type(), MessageType::Acknowledgement);
@@ -140,33 +162,47 @@ async fn observe_client_registers_ingests_notifications_reregisters_after_silenc
     // Its retransmission is ACKed again but not ingested twice, and a
     // notification for an unknown token is reset.
     server.send(&n2, client).await;
-    let stray = notification(MessageType::Confirmable, 0x0901, &[9, 9, 9], Some(3), 1, "99");
+    let stray = notification(
+        MessageType::Confirmable,
+        0x0901,
+        &[9, 9, 9],
+        Some(3),
+        1,
+        "99",
+    );
     server.send(&stray, client).await;
     let mut saw_ack = false;
     let mut saw_rst = false;
     let mut early_reregistration = None;
     while !(saw_ack && saw_rst) {
-        let (p, _) = server.recv().await;
+        let (p, from) = server.recv().await;
         match (p.header.get_type(), p.header.message_id) {
             (MessageType::Acknowledgement, 0x0900) => saw_ack = true,
             (MessageType::Reset, 0x0901) => saw_rst = true,
-            (MessageType::Confirmable, _) => early_reregistration = Some(p),
+            (MessageType::Confirmable, _) => early_reregistration = Some((p, from)),
             other => panic!("unexpected {other:?}"),
         }
     }
 
     // The server goes silent past Max-Age: the client re-registers with a
-    // new token.
-    let reg2 = match early_reregistration {
-        Some(p) => p,
-        None => server.recv().await.0,
+    // new token (from a new socket).
+    let (reg2, client) = match early_reregistration {
+        Some(x) => x,
+        None => server.recv().await,
     };
     assert_registration(&reg2);
     let token2 = reg2.get_token().to_vec();
     assert_ne!(token2, token1);
     server
         .send(
-            &notification(MessageType::Acknowledgement, reg2.header.message_id, &token2, Some(7), 60, "23"),
+            &notification(
+                MessageType::Acknowledgement,
+                reg2.header.message_id,
+                &token2,
+                Some(7),
+                60,
+                "23",
+            ),
             client,
         )
         .await;
@@ -188,7 +224,14 @@ async fn observe_client_registers_ingests_notifications_reregisters_after_silenc
     assert_eq!(dereg.get_token(), token2.as_slice());
     server
         .send(
-            &notification(MessageType::Acknowledgement, dereg.header.message_id, &token2, None, 60, "23"),
+            &notification(
+                MessageType::Acknowledgement,
+                dereg.header.message_id,
+                &token2,
+                None,
+                60,
+                "23",
+            ),
             client,
         )
         .await;
@@ -223,7 +266,14 @@ async fn observe_client_reregisters_after_a_reset() {
     assert_ne!(reg2.get_token(), reg.get_token());
     server
         .send(
-            &notification(MessageType::Acknowledgement, reg2.header.message_id, reg2.get_token(), Some(1), 60, "-3.5"),
+            &notification(
+                MessageType::Acknowledgement,
+                reg2.header.message_id,
+                reg2.get_token(),
+                Some(1),
+                60,
+                "-3.5",
+            ),
             client,
         )
         .await;
@@ -237,7 +287,14 @@ async fn observe_client_reregisters_after_a_reset() {
     assert_eq!(observe_value(&dereg), Some(1));
     server
         .send(
-            &notification(MessageType::Acknowledgement, dereg.header.message_id, dereg.get_token(), None, 60, "-3.5"),
+            &notification(
+                MessageType::Acknowledgement,
+                dereg.header.message_id,
+                dereg.get_token(),
+                None,
+                60,
+                "-3.5",
+            ),
             client,
         )
         .await;

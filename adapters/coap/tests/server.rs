@@ -28,7 +28,11 @@ fn commit_ok(ingest: gatewayd_core::Ingest) {
 async fn confirmable_json_post_is_acknowledged_2_04_only_after_commit() {
     let mut h = start(config()).await;
     let client = Client::new(h.addr).await;
-    let req = post(0x1001, Some(JSON), br#"[{"bn":"sensor-7/","n":"t","u":"Cel","v":21.5}]"#);
+    let req = post(
+        0x1001,
+        Some(JSON),
+        br#"[{"bn":"sensor-7/","n":"t","u":"Cel","v":21.5}]"#,
+    );
     client.send(&bytes(&req)).await;
 
     let ingest = h.next_ingest().await;
@@ -97,13 +101,29 @@ async fn malformed_unsupported_and_oversized_requests_get_diagnostics_and_reach_
     let big = format!(r#"[{{"n":"t","vs":"{}"}}]"#, "x".repeat(600));
     let cases: Vec<(coap_lite::Packet, ResponseType, &str)> = vec![
         (
-            post(1, Some(JSON), br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":"hot"}]"#),
+            post(
+                1,
+                Some(JSON),
+                br#"[{"n":"a","v":1},{"n":"b","v":2},{"n":"c","v":"hot"}]"#,
+            ),
             ResponseType::BadRequest,
             r#"record 2: field "v" must be a number"#,
         ),
-        (post(2, Some(JSON), b"{not json"), ResponseType::BadRequest, "not valid JSON"),
-        (post(3, Some(JSON), b"[]"), ResponseType::BadRequest, "empty"),
-        (post(4, Some(CBOR), &[0x9F, 0xFF]), ResponseType::BadRequest, "indefinite"),
+        (
+            post(2, Some(JSON), b"{not json"),
+            ResponseType::BadRequest,
+            "not valid JSON",
+        ),
+        (
+            post(3, Some(JSON), b"[]"),
+            ResponseType::BadRequest,
+            "empty",
+        ),
+        (
+            post(4, Some(CBOR), &[0x9F, 0xFF]),
+            ResponseType::BadRequest,
+            "indefinite",
+        ),
         (
             post(5, Some(JSON), br#"[{"n":"t","v":1,"x_":2}]"#),
             ResponseType::BadRequest,
@@ -187,7 +207,11 @@ async fn garbage_datagrams_are_ignored_counted_and_do_not_stop_the_server() {
 async fn retransmitted_confirmable_request_is_ingested_once_and_gets_the_same_response() {
     let mut h = start(config()).await;
     let client = Client::new(h.addr).await;
-    let req = bytes(&post(0x2222, Some(JSON), br#"[{"bn":"s1/","n":"t","v":1}]"#));
+    let req = bytes(&post(
+        0x2222,
+        Some(JSON),
+        br#"[{"bn":"s1/","n":"t","v":1}]"#,
+    ));
     client.send(&req).await;
     let ingest = h.next_ingest().await;
 
@@ -348,7 +372,14 @@ async fn block1_upload_over_udp_is_reassembled_and_committed_once() {
     for (i, chunk) in chunks.iter().enumerate() {
         let mut req = post(100 + i as u16, Some(JSON), chunk);
         let v = ((i as u32) << 4) | (u32::from(i < last) << 3) | 2; // szx 2 = 64 bytes
-        req.add_option(CoapOption::Block1, v.to_be_bytes().iter().skip_while(|b| **b == 0).copied().collect());
+        req.add_option(
+            CoapOption::Block1,
+            v.to_be_bytes()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect(),
+        );
         client.send(&bytes(&req)).await;
         if i < last {
             let resp = client.recv().await;

@@ -258,7 +258,12 @@ mod tests {
 
     #[test]
     fn device_updates_keep_the_newest_time_per_device() {
-        let u = device_updates([("a", "coap", 5), ("b", "ble", 1), ("a", "coap", 9), ("a", "coap", 7)]);
+        let u = device_updates([
+            ("a", "coap", 5),
+            ("b", "ble", 1),
+            ("a", "coap", 9),
+            ("a", "coap", 7),
+        ]);
         assert_eq!(u.len(), 2);
         assert_eq!(u[0].id, "a");
         assert_eq!(u[0].last_reading_us, 9);

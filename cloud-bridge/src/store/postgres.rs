@@ -110,14 +110,16 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     if i64::from(current) > latest {
         return Err(StoreError::Corrupt(format!(
             "database schema version {current} is newer than this cloud-bridge supports ({latest})"
         )));
     }
     for (version, sql) in MIGRATIONS {
-        let v = i32::try_from(*version).expect("migration versions are small");
+        let v = i32::try_from(*version).map_err(|_| {
+            StoreError::Corrupt(format!("migration version {version} out of range"))
+        })?;
         let applied = tx
             .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&v])
             .await?
@@ -177,7 +179,10 @@ async fn store_batch(client: &mut Client, batch: &IngestBatch) -> Result<StoreOu
             ],
         )
         .await?;
-    let inserted: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let inserted: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<PgResult<_>>()?;
     let outcome = StoreOutcome {
         inserted: inserted.len() as u64,
         duplicates: (batch.readings.len() - inserted.len()) as u64,
@@ -211,25 +216,50 @@ async fn store_batch(client: &mut Client, batch: &IngestBatch) -> Result<StoreOu
     Ok(outcome)
 }
 
-fn gateway_row(r: &Row) -> GatewayRow {
-    GatewayRow {
-        id: r.get(0),
-        status: r.get(1),
-        status_ts_us: r.get(2),
-        first_seen_us: r.get(3),
-        last_seen_us: r.get(4),
-    }
+type PgResult<T> = Result<T, tokio_postgres::Error>;
+
+fn gateway_row(r: &Row) -> PgResult<GatewayRow> {
+    Ok(GatewayRow {
+        id: r.try_get(0)?,
+        status: r.try_get(1)?,
+        status_ts_us: r.try_get(2)?,
+        first_seen_us: r.try_get(3)?,
+        last_seen_us: r.try_get(4)?,
+    })
 }
 
-fn device_row(r: &Row) -> DeviceRow {
-    DeviceRow {
-        id: r.get(0),
-        gateway: r.get(1),
-        transport: r.get(2),
-        first_seen_us: r.get(3),
-        last_seen_us: r.get(4),
-        last_reading_us: r.get(5),
-    }
+fn device_row(r: &Row) -> PgResult<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.try_get(0)?,
+        gateway: r.try_get(1)?,
+        transport: r.try_get(2)?,
+        first_seen_us: r.try_get(3)?,
+        last_seen_us: r.try_get(4)?,
+        last_reading_us: r.try_get(5)?,
+    })
+}
+
+fn reading_row(r: &Row) -> PgResult<ReadingRow> {
+    Ok(ReadingRow {
+        gateway: r.try_get(0)?,
+        seq: r.try_get(1)?,
+        device: r.try_get(2)?,
+        time_us: r.try_get(3)?,
+        received_us: r.try_get(4)?,
+        measurements: r.try_get(5)?,
+        meta: r.try_get(6)?,
+    })
+}
+
+fn rejected_row(r: &Row) -> PgResult<RejectedRow> {
+    Ok(RejectedRow {
+        id: r.try_get(0)?,
+        received_us: r.try_get(1)?,
+        topic: r.try_get(2)?,
+        gateway: r.try_get(3)?,
+        reason: r.try_get(4)?,
+        payload_excerpt: r.try_get(5)?,
+    })
 }
 
 fn limit_param(limit: usize) -> i64 {
@@ -314,10 +344,16 @@ impl Store for PostgresStore {
                 .query_one(
                     "INSERT INTO rejected (received_us, topic, gateway, reason, payload_excerpt)
                      VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    &[&r.received_us, &r.topic, &r.gateway, &r.reason, &r.payload_excerpt],
+                    &[
+                        &r.received_us,
+                        &r.topic,
+                        &r.gateway,
+                        &r.reason,
+                        &r.payload_excerpt,
+                    ],
                 )
                 .await?
-                .get(0);
+                .try_get(0)?;
             tx.execute(
                 "DELETE FROM rejected WHERE id <= $1",
                 &[&id.saturating_sub(REJECTED_KEEP)],
@@ -339,7 +375,7 @@ impl Store for PostgresStore {
                     &[&q.after, &limit_param(q.limit)],
                 )
                 .await?;
-            Ok(rows.iter().map(gateway_row).collect())
+            Ok(rows.iter().map(gateway_row).collect::<PgResult<_>>()?)
         })
     }
 
@@ -354,7 +390,7 @@ impl Store for PostgresStore {
                     &[&q.after, &limit_param(q.limit)],
                 )
                 .await?;
-            Ok(rows.iter().map(device_row).collect())
+            Ok(rows.iter().map(device_row).collect::<PgResult<_>>()?)
         })
     }
 
@@ -369,7 +405,7 @@ impl Store for PostgresStore {
                     &[&id],
                 )
                 .await?;
-            Ok(row.as_ref().map(device_row))
+            Ok(row.as_ref().map(device_row).transpose()?)
         })
     }
 
@@ -397,18 +433,7 @@ impl Store for PostgresStore {
                     ],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ReadingRow {
-                    gateway: r.get(0),
-                    seq: r.get(1),
-                    device: r.get(2),
-                    time_us: r.get(3),
-                    received_us: r.get(4),
-                    measurements: r.get(5),
-                    meta: r.get(6),
-                })
-                .collect())
+            Ok(rows.iter().map(reading_row).collect::<PgResult<_>>()?)
         })
     }
 
@@ -423,17 +448,7 @@ impl Store for PostgresStore {
                     &[&limit_param(limit)],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| RejectedRow {
-                    id: r.get(0),
-                    received_us: r.get(1),
-                    topic: r.get(2),
-                    gateway: r.get(3),
-                    reason: r.get(4),
-                    payload_excerpt: r.get(5),
-                })
-                .collect())
+            Ok(rows.iter().map(rejected_row).collect::<PgResult<_>>()?)
         })
     }
 

@@ -340,7 +340,13 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO rejected (received_us, topic, gateway, reason, payload_excerpt)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.received_us, r.topic, r.gateway, r.reason, r.payload_excerpt],
+                params![
+                    r.received_us,
+                    r.topic,
+                    r.gateway,
+                    r.reason,
+                    r.payload_excerpt
+                ],
             )?;
             let id = tx.last_insert_rowid();
             tx.execute(
@@ -486,16 +492,30 @@ mod tests {
     #[tokio::test]
     async fn storing_a_batch_twice_stores_it_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("db/x.sqlite3")).await.unwrap();
+        let store = SqliteStore::open(dir.path().join("db/x.sqlite3"))
+            .await
+            .unwrap();
         let batch = IngestBatch {
             gateway: "gw-01".into(),
             received_us: 10,
             readings: vec![reading(1, "coap:a", 100), reading(2, "coap:a", 200)],
         };
         let first = store.store_batch(batch.clone()).await.unwrap();
-        assert_eq!(first, StoreOutcome { inserted: 2, duplicates: 0 });
+        assert_eq!(
+            first,
+            StoreOutcome {
+                inserted: 2,
+                duplicates: 0
+            }
+        );
         let second = store.store_batch(batch).await.unwrap();
-        assert_eq!(second, StoreOutcome { inserted: 0, duplicates: 2 });
+        assert_eq!(
+            second,
+            StoreOutcome {
+                inserted: 0,
+                duplicates: 2
+            }
+        );
         let rows = store
             .readings(ReadingQuery {
                 device: "coap:a".into(),
@@ -541,7 +561,9 @@ mod tests {
     #[tokio::test]
     async fn older_status_does_not_overwrite_newer() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("x.sqlite3")).await.unwrap();
+        let store = SqliteStore::open(dir.path().join("x.sqlite3"))
+            .await
+            .unwrap();
         let status = |state: &str, ts| GatewayStatus {
             gateway: "gw".into(),
             state: state.into(),
@@ -573,7 +595,9 @@ mod tests {
     #[tokio::test]
     async fn rejected_table_keeps_only_the_newest_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("x.sqlite3")).await.unwrap();
+        let store = SqliteStore::open(dir.path().join("x.sqlite3"))
+            .await
+            .unwrap();
         for i in 0..(REJECTED_KEEP + 5) {
             store
                 .record_rejected(RejectedRecord::new(i, "t", None, "bad", b"x"))

@@ -225,9 +225,10 @@ impl BatchWriter {
         self.buf.len() + 2
     }
 
-    /// Bytes that pushing `encoded` would add.
+    /// Upper bound of the bytes pushing `encoded` adds: `,{"q":` + up to
+    /// 20 digits + `,` + the object without its `{`.
     pub fn cost(encoded: &[u8]) -> usize {
-        encoded.len() + 24
+        encoded.len() + 27
     }
 
     pub fn count(&self) -> usize {

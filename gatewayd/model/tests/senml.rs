@@ -256,12 +256,18 @@ proptest! {
     #[test]
     fn wire_batch_round_trips(readings in proptest::collection::vec(arb_reading(), 0..6)) {
         let mut w = BatchWriter::new("gw-\"1\"");
+        let mut bound = w.len_bytes();
         for (i, r) in readings.iter().enumerate() {
-            w.push(100 + i as u64, &wire::encode_reading(r));
+            let e = wire::encode_reading(r);
+            bound += BatchWriter::cost(&e);
+            w.push(u64::MAX - i as u64, &e);
+            prop_assert!(w.len_bytes() <= bound);
         }
-        let batch = wire::decode_batch(&w.finish()).unwrap();
+        let payload = w.finish();
+        prop_assert!(payload.len() <= bound);
+        let batch = wire::decode_batch(&payload).unwrap();
         prop_assert_eq!(batch.gateway, "gw-\"1\"");
-        let expect: Vec<(u64, Reading)> = readings.into_iter().enumerate().map(|(i, r)| (100 + i as u64, r)).collect();
+        let expect: Vec<(u64, Reading)> = readings.into_iter().enumerate().map(|(i, r)| (u64::MAX - i as u64, r)).collect();
         prop_assert_eq!(batch.readings, expect);
     }
 

@@ -172,9 +172,10 @@ impl BrokerUrl {
             }
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| {
-                    format!("{url:?}: expected :port after the IPv6 host")
-                })?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("{url:?}: expected :port after the IPv6 host"))?,
+                ),
             };
             (host, port)
         } else {
@@ -197,7 +198,9 @@ impl BrokerUrl {
             None => default_port,
             Some(p) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => {
-                    return Err(format!("{url:?}: port {p:?} is not a number from 1 to 65535"))
+                    return Err(format!(
+                        "{url:?}: port {p:?} is not a number from 1 to 65535"
+                    ))
                 }
                 Ok(p) => p,
             },
@@ -316,7 +319,8 @@ pub(crate) fn build_tls(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>
     };
     let ca_pem = read_file(ca_path).map_err(|m| err("tls.ca", m))?;
     let mut roots = RootCertStore::empty();
-    let cas = parse_certs(&ca_pem).map_err(|m| err("tls.ca", format!("{}: {m}", ca_path.display())))?;
+    let cas =
+        parse_certs(&ca_pem).map_err(|m| err("tls.ca", format!("{}: {m}", ca_path.display())))?;
     for ca in cas {
         roots.add(ca).map_err(|e| {
             err(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as p5;
-use rumqttc::{Outgoing, Transport, TlsConfiguration};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use rustls::{AlertDescription, CertificateError, ClientConfig};
 
 use crate::config::BrokerUrl;
@@ -64,7 +64,10 @@ pub enum NetEvent {
     Written(u16),
     /// A PUBACK. `refused` is the reason when an MQTT 5 broker acknowledged
     /// with an error reason code (the message was not accepted).
-    PubAck { pkid: u16, refused: Option<String> },
+    PubAck {
+        pkid: u16,
+        refused: Option<String>,
+    },
     /// Our DISCONNECT was written and flushed.
     DisconnectSent,
     Other,
@@ -307,12 +310,12 @@ fn describe_v4(e: &rumqttc::ConnectionError) -> ConnFailure {
         E::ConnectionRefused(code) => {
             let why = match code {
                 C::Success => "success (unexpected)".to_owned(),
-                C::RefusedProtocolVersion => {
-                    return ConnFailure {
-                        message: "the broker refused the connection: unacceptable protocol version (3.1.1)".into(),
-                        protocol_rejected: true,
-                    }
-                }
+                C::RefusedProtocolVersion => return ConnFailure {
+                    message:
+                        "the broker refused the connection: unacceptable protocol version (3.1.1)"
+                            .into(),
+                    protocol_rejected: true,
+                },
                 C::BadClientId => "client identifier rejected (uplink.client_id)".into(),
                 C::ServiceUnavailable => "service unavailable".into(),
                 C::BadUserNamePassword => {
@@ -351,7 +354,10 @@ fn describe_v5(e: &rumqttc::v5::ConnectionError) -> ConnFailure {
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
     use rumqttc::v5::{ConnectionError as E, StateError as S};
     let refused = |code: &C| -> (String, bool) {
-        let unsupported = matches!(code, C::UnsupportedProtocolVersion | C::RefusedProtocolVersion);
+        let unsupported = matches!(
+            code,
+            C::UnsupportedProtocolVersion | C::RefusedProtocolVersion
+        );
         let why = match code {
             C::BadUserNamePassword => {
                 "bad user name or password (uplink.username / uplink.password)".to_owned()
@@ -365,7 +371,10 @@ fn describe_v5(e: &rumqttc::v5::ConnectionError) -> ConnFailure {
             }
             other => format!("{other:?}"),
         };
-        (format!("the broker refused the connection: {why}"), unsupported)
+        (
+            format!("the broker refused the connection: {why}"),
+            unsupported,
+        )
     };
     let (message, protocol_rejected) = match e {
         E::ConnectionRefused(code) => refused(code),
@@ -393,7 +402,9 @@ fn describe_v5(e: &rumqttc::v5::ConnectionError) -> ConnFailure {
             false,
         ),
         E::MqttState(S::OutgoingPacketTooLarge { pkt_size, max }) => (
-            format!("a {pkt_size}-byte packet exceeds the broker's maximum packet size of {max} bytes"),
+            format!(
+                "a {pkt_size}-byte packet exceeds the broker's maximum packet size of {max} bytes"
+            ),
             false,
         ),
         E::NotConnAck(p) => (format!("expected CONNACK, the broker sent {p:?}"), true),
@@ -402,9 +413,7 @@ fn describe_v5(e: &rumqttc::v5::ConnectionError) -> ConnFailure {
         E::MqttState(S::Deserialization(rumqttc::v5::mqttbytes::Error::Io(io))) => {
             (chain_message(io), is_peer_close(io))
         }
-        E::MqttState(S::Deserialization(inner)) => {
-            (format!("{e}: {}", chain_message(inner)), true)
-        }
+        E::MqttState(S::Deserialization(inner)) => (format!("{e}: {}", chain_message(inner)), true),
         _ => (chain_message(e), is_peer_close(e)),
     };
     ConnFailure {
@@ -425,7 +434,9 @@ fn is_peer_close(e: &(dyn StdError + 'static)) -> bool {
             return matches!(
                 io.kind(),
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-            ) && io.get_ref().is_none_or(|inner| inner.downcast_ref::<rustls::Error>().is_none());
+            ) && io
+                .get_ref()
+                .is_none_or(|inner| inner.downcast_ref::<rustls::Error>().is_none());
         }
         cur = err.source();
     }
@@ -523,13 +534,31 @@ mod tests {
 
     #[test]
     fn publish_size_matches_rumqttc() {
-        for (topic, len) in [("a/b", 0usize), ("gatewayd/v1/gw/telemetry", 200), ("t", 20_000), ("t", 3_000_000)] {
+        for (topic, len) in [
+            ("a/b", 0usize),
+            ("gatewayd/v1/gw/telemetry", 200),
+            ("t", 20_000),
+            ("t", 3_000_000),
+        ] {
             let mut p = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, vec![0u8; len]);
             p.pkid = 1;
-            assert_eq!(publish_packet_size(Version::V311, topic, len), p.size(), "{topic} {len}");
-            let mut p5 = p5::Publish::new(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, vec![0u8; len], None);
+            assert_eq!(
+                publish_packet_size(Version::V311, topic, len),
+                p.size(),
+                "{topic} {len}"
+            );
+            let mut p5 = p5::Publish::new(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                vec![0u8; len],
+                None,
+            );
             p5.pkid = 1;
-            assert_eq!(publish_packet_size(Version::V5, topic, len), p5.size(), "{topic} {len}");
+            assert_eq!(
+                publish_packet_size(Version::V5, topic, len),
+                p5.size(),
+                "{topic} {len}"
+            );
         }
     }
 
@@ -546,7 +575,11 @@ mod tests {
         let tls = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
         let e = rumqttc::v5::ConnectionError::Io(io::Error::new(io::ErrorKind::InvalidData, tls));
         let f = describe_v5(&e);
-        assert!(f.message.contains("requires a client certificate"), "{}", f.message);
+        assert!(
+            f.message.contains("requires a client certificate"),
+            "{}",
+            f.message
+        );
         assert!(!f.protocol_rejected);
         let tls = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let e = rumqttc::ConnectionError::Tls(rumqttc::TlsError::Io(io::Error::new(
@@ -554,6 +587,28 @@ mod tests {
             tls,
         )));
         assert!(describe_v4(&e).message.contains("uplink.tls.ca"));
+    }
+
+    #[test]
+    fn tls_alert_read_as_codec_error_is_not_a_protocol_mismatch() {
+        // How a post-handshake TLS 1.3 alert reaches us from rumqttc's v5
+        // event loop: wrapped in a codec error without `source()`.
+        let alert = rustls::Error::AlertReceived(AlertDescription::UnknownCA);
+        let io = io::Error::new(io::ErrorKind::InvalidData, alert);
+        let e = rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::Deserialization(
+            rumqttc::v5::mqttbytes::Error::Io(io),
+        ));
+        let f = describe_v5(&e);
+        assert!(
+            f.message.contains("rejected our client certificate"),
+            "{}",
+            f.message
+        );
+        assert!(!f.protocol_rejected);
+        let e = rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::Deserialization(
+            rumqttc::v5::mqttbytes::Error::MalformedPacket,
+        ));
+        assert!(describe_v5(&e).protocol_rejected);
     }
 
     #[test]

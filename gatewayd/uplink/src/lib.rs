@@ -143,7 +143,11 @@ pub struct OutgoingBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkEvent {
     /// The broker acknowledged this batch (its PUBACK arrived).
-    Acked { id: u64, first_seq: u64, last_seq: u64 },
+    Acked {
+        id: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
     /// CONNACK received.
     Connected {
         broker: String,
@@ -518,11 +522,8 @@ impl Runner {
     /// Takes a batch from the daemon, refusing one that cannot fit in a
     /// packet.
     fn admit(&mut self, b: OutgoingBatch) {
-        let size = conn::publish_packet_size(
-            self.version,
-            &self.uplink.telemetry_topic,
-            b.payload.len(),
-        );
+        let size =
+            conn::publish_packet_size(self.version, &self.uplink.telemetry_topic, b.payload.len());
         if size > self.packet_limit {
             self.refuse_oversize(b.id, b.first_seq, b.last_seq, size);
             return;
@@ -600,7 +601,10 @@ impl Runner {
                     }
                     AckOutcome::Status => debug!(pkid, "status acknowledged"),
                     AckOutcome::Unknown => {
-                        warn!(pkid, "PUBACK for a packet id with no publish awaiting it; ignored")
+                        warn!(
+                            pkid,
+                            "PUBACK for a packet id with no publish awaiting it; ignored"
+                        )
                     }
                 }
                 Ok(())

@@ -36,7 +36,11 @@ use bytes::Bytes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A telemetry batch from the daemon.
-    Batch { id: u64, first_seq: u64, last_seq: u64 },
+    Batch {
+        id: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
     /// The retained status message. Never re-sent: a fresh one is published
     /// on every connect.
     Status,
@@ -73,7 +77,11 @@ pub struct Submission {
 /// The outcome of a PUBACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
-    Batch { id: u64, first_seq: u64, last_seq: u64 },
+    Batch {
+        id: u64,
+        first_seq: u64,
+        last_seq: u64,
+    },
     Status,
     /// No publish is currently written with this packet id.
     Unknown,
@@ -264,7 +272,10 @@ impl InflightTracker {
     /// Removes queued (not submitted) entries whose payload matches, e.g.
     /// batches that no longer fit the broker's packet size. Returns their
     /// kinds and payload sizes.
-    pub fn drop_queued_where(&mut self, mut pred: impl FnMut(&Bytes) -> bool) -> Vec<(Kind, usize)> {
+    pub fn drop_queued_where(
+        &mut self,
+        mut pred: impl FnMut(&Bytes) -> bool,
+    ) -> Vec<(Kind, usize)> {
         let mut dropped = Vec::new();
         self.entries.retain(|_, e| {
             if matches!(e.state, State::Queued { .. }) && pred(&e.payload) {
@@ -287,7 +298,8 @@ impl InflightTracker {
     pub fn on_connection_lost(&mut self) -> usize {
         self.awaiting_pkid.clear();
         self.written.clear();
-        self.entries.retain(|_, e| matches!(e.kind, Kind::Batch { .. }));
+        self.entries
+            .retain(|_, e| matches!(e.kind, Kind::Batch { .. }));
         for entry in self.entries.values_mut() {
             let prev_pkid = match entry.state {
                 State::Queued { prev_pkid } => prev_pkid,

@@ -31,11 +31,14 @@ async fn acked_exactly_once(protocol: Protocol, expect_label: &str) {
     // Freeze the broker: it cannot PUBACK, so nothing may be reported.
     let pid = broker.pid().unwrap();
     signal(pid, "STOP");
-    let sent: Vec<_> = (1..=4u64).map(|id| batch(id, id * 10, id * 10 + 2)).collect();
+    let sent: Vec<_> = (1..=4u64)
+        .map(|id| batch(id, id * 10, id * 10 + 2))
+        .collect();
     for b in &sent {
         up.batches.send(b.clone()).await.unwrap();
     }
-    up.wait_status("holding 4 batches", |s| s.in_flight == 4).await;
+    up.wait_status("holding 4 batches", |s| s.in_flight == 4)
+        .await;
     assert!(
         up.events.try_recv().is_err(),
         "a batch was reported before any PUBACK could exist"
@@ -43,7 +46,9 @@ async fn acked_exactly_once(protocol: Protocol, expect_label: &str) {
     signal(pid, "CONT");
 
     // More than the window, to exercise packet id reuse.
-    let more: Vec<_> = (5..=40u64).map(|id| batch(id, id * 10, id * 10 + 2)).collect();
+    let more: Vec<_> = (5..=40u64)
+        .map(|id| batch(id, id * 10, id * 10 + 2))
+        .collect();
     let feeder = {
         let tx = up.batches.clone();
         let more = more.clone();
@@ -74,7 +79,10 @@ async fn acked_exactly_once(protocol: Protocol, expect_label: &str) {
             *acks.entry(id).or_default() += 1;
         }
     }
-    assert!(acks.values().all(|n| *n == 1), "each batch acked exactly once: {acks:?}");
+    assert!(
+        acks.values().all(|n| *n == 1),
+        "each batch acked exactly once: {acks:?}"
+    );
 
     let mut seen = Vec::new();
     while seen.len() < 40 {
@@ -83,7 +91,11 @@ async fn acked_exactly_once(protocol: Protocol, expect_label: &str) {
         assert!(!retain);
         seen.push(payload);
     }
-    let expected: Vec<_> = sent.iter().chain(&more).map(|b| b.payload.clone()).collect();
+    let expected: Vec<_> = sent
+        .iter()
+        .chain(&more)
+        .map(|b| b.payload.clone())
+        .collect();
     assert_eq!(seen, expected, "every payload delivered, in order");
     for p in &seen {
         let b = gatewayd_model::wire::decode_batch(p).expect("valid wire batch");
@@ -150,7 +162,8 @@ async fn broker_restart(protocol: Protocol) {
     for id in 1..=5u64 {
         up.batches.send(batch(id, id, id)).await.unwrap();
     }
-    up.wait_status("holding 5 batches", |s| s.in_flight == 5).await;
+    up.wait_status("holding 5 batches", |s| s.in_flight == 5)
+        .await;
     broker.kill();
     loop {
         match up.next_event().await {
@@ -186,7 +199,11 @@ async fn broker_restart(protocol: Protocol) {
             order.push(seq);
         }
     }
-    assert_eq!(order, (1..=10).collect::<Vec<_>>(), "none lost, re-sent first");
+    assert_eq!(
+        order,
+        (1..=10).collect::<Vec<_>>(),
+        "none lost, re-sent first"
+    );
 }
 
 #[tokio::test]
@@ -313,5 +330,9 @@ async fn tls_refuses_broker_signed_by_another_ca() {
 #[tokio::test]
 async fn connection_refused_is_reported() {
     let port = gatewayd_tests::ports::free_tcp_port();
-    refused_with(config(format!("mqtt://127.0.0.1:{port}")), "connection refused").await;
+    refused_with(
+        config(format!("mqtt://127.0.0.1:{port}")),
+        "connection refused",
+    )
+    .await;
 }

@@ -72,7 +72,9 @@ pub async fn start_with_queue(config: CoapConfig, queue: usize) -> Harness {
 
 impl Harness {
     pub async fn next_ingest(&mut self) -> Ingest {
-        within(self.ingest.recv()).await.expect("ingest channel open")
+        within(self.ingest.recv())
+            .await
+            .expect("ingest channel open")
     }
 
     /// Asserts nothing was submitted (call after a sync point such as
@@ -205,10 +207,7 @@ pub fn uint(p: &Packet, o: CoapOption) -> Option<u32> {
 /// the readings.
 pub fn committing_writer(
     mut rx: mpsc::Receiver<Ingest>,
-) -> (
-    mpsc::Receiver<Vec<gatewayd_model::Reading>>,
-    JoinHandle<()>,
-) {
+) -> (mpsc::Receiver<Vec<gatewayd_model::Reading>>, JoinHandle<()>) {
     let (tx, out) = mpsc::channel(256);
     let task = tokio::spawn(async move {
         let mut seq = 1u64;

@@ -90,7 +90,11 @@ impl Running {
         }
     }
 
-    pub async fn wait_status(&mut self, what: &str, f: impl Fn(&UplinkStatus) -> bool) -> UplinkStatus {
+    pub async fn wait_status(
+        &mut self,
+        what: &str,
+        f: impl Fn(&UplinkStatus) -> bool,
+    ) -> UplinkStatus {
         let r = tokio::time::timeout(GUARD, self.status.wait_for(|s| f(s)))
             .await
             .map(|r| r.map(|s| s.clone()));
