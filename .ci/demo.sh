@@ -8,12 +8,19 @@ source .ci/lib.sh
 
 CB_CONFIG=docs/demo/cloud-bridge.toml
 GW_CONFIG=docs/demo/gatewayd.toml
-HTTP_PORT=8080     # [http] listen in $CB_CONFIG
-MQTT_PORT=1883     # [broker] listen in $CB_CONFIG
-COAP=127.0.0.1:5683  # [sources.coap] bind in $GW_CONFIG
 SENSORS="${DEMO_SENSORS:-5}"
 
 for f in "$CB_CONFIG" "$GW_CONFIG"; do [ -f "$f" ] || die "missing $f"; done
+# Ports from the configs (defaults: what the demo configs say today).
+http_listen=$(toml_get "$CB_CONFIG" http listen)
+broker_listen=$(toml_get "$CB_CONFIG" broker listen)
+HTTP_PORT=${http_listen##*:}; HTTP_PORT=${HTTP_PORT:-8080}
+MQTT_PORT=${broker_listen##*:}; MQTT_PORT=${MQTT_PORT:-1883}
+COAP=$(toml_get "$GW_CONFIG" sources.coap bind); COAP=${COAP:-127.0.0.1:5683}
+case $COAP in  # a wildcard bind: the simulated sensors use loopback
+    0.0.0.0:*) COAP=127.0.0.1:${COAP##*:} ;;
+    "[::]:"*) COAP="[::1]:${COAP##*:}" ;;
+esac
 for p in "$MQTT_PORT" "$HTTP_PORT"; do
     if port_in_use "$p"; then
         die "port $p on 127.0.0.1 is already in use (a system mosquitto on 1883? \`systemctl stop mosquitto\`; another \`make run\`?)"
@@ -81,17 +88,19 @@ Ctrl-C stops everything.
 
 MSG
 
-# Until Ctrl-C, or until one of them exits on its own.
+# Until Ctrl-C, or until one of them exits on its own. (gatewayd-load
+# handles SIGINT itself, prints its report and exits; that ends the demo too.)
 set +e
 wait -n "${pids[@]}"
 set -e
-for pid in "${pids[@]}"; do
+status=0
+for pid in "$cb_pid" "$gw_pid"; do
     if ! kill -0 "$pid" 2>/dev/null; then
+        status=1
         case $pid in
             "$cb_pid") say "cloud-bridge exited; last lines of .run/cloud-bridge.log:"; tail -n 20 .run/cloud-bridge.log >&2 ;;
             "$gw_pid") say "gatewayd exited; last lines of .run/gatewayd.log:"; tail -n 20 .run/gatewayd.log >&2 ;;
-            "$fleet_pid") say "the sensor simulator exited (see .run/fleet.log)" ;;
         esac
     fi
 done
-exit 1
+exit "$status"

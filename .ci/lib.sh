@@ -63,3 +63,13 @@ stop_pids() {
     done
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# toml_get FILE SECTION KEY: the string value of KEY in [SECTION] of a
+# simple TOML file (enough for our demo configs), or nothing.
+toml_get() {
+    awk -v want="[$2]" -v key="$3" '
+        /^[[:space:]]*\[/ { gsub(/[[:space:]]/, ""); section = $0; next }
+        section == want && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+            sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]*(#.*)?$/, ""); gsub(/"/, ""); print; exit
+        }' "$1"
+}

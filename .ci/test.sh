@@ -20,20 +20,32 @@ step() {
     if "$@" 2>&1 | tee "$log_dir/$step_name.log"; then
         summary+=("$step_name $((SECONDS - t0))s")
     else
-        printf '\nmake test: FAILED at %s (%s) after %ss; passed: %s\n' \
-            "$step_name" "$*" "$((SECONDS - start))" "${summary[*]:-nothing}" >&2
+        if [ "$step_name" = test ]; then
+            printf '\nFailed tests:\n' >&2
+            sed 's/\x1b\[[0-9;]*m//g' "$log_dir/test.log" | grep -E '^test .* FAILED$' | sed 's/^/  /' >&2 || true
+            count_tests
+            printf 'tests: %s passed, %s failed, %s ignored\n' "$passed" "$failed" "$ignored" >&2
+        fi
+        printf '\nmake test: FAILED at %s (%s) after %ss; passed steps: %s\n' \
+            "$step_name" "$*" "$((SECONDS - start))" "${summary[*]:-none}" >&2
         exit 1
     fi
+}
+
+# Sums cargo's "test result:" lines into $passed $failed $ignored.
+count_tests() {
+    read -r passed failed ignored < <(sed 's/\x1b\[[0-9;]*m//g' "$log_dir/test.log" |
+        awk '/^test result:/ { for (i = 1; i < NF; i++) {
+                 if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) g += $i } }
+             END { print p + 0, f + 0, g + 0 }')
 }
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
-step test cargo test --workspace
+# --no-fail-fast: report every failing test binary, not just the first.
+step test cargo test --workspace --no-fail-fast
 
-# Count tests from cargo's "test result:" lines.
-read -r passed ignored < <(sed 's/\x1b\[[0-9;]*m//g' "$log_dir/test.log" |
-    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^ignored/) g += $i } }
-         END { print p + 0, g + 0 }')
+count_tests
 printf '\nmake test: OK in %ss: %s tests passed, %s ignored (%s)\n' \
     "$((SECONDS - start))" "$passed" "$ignored" "${summary[*]}"

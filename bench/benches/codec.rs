@@ -36,14 +36,24 @@ fn senml_decode(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("json", n), &json, |b, json| {
             b.iter(|| {
-                senml::readings_from_json(black_box(json), &Limits::default(), Timestamp(0), &naming)
-                    .unwrap()
+                senml::readings_from_json(
+                    black_box(json),
+                    &Limits::default(),
+                    Timestamp(0),
+                    &naming,
+                )
+                .unwrap()
             })
         });
         g.bench_with_input(BenchmarkId::new("cbor", n), &cbor, |b, cbor| {
             b.iter(|| {
-                senml::readings_from_cbor(black_box(cbor), &Limits::default(), Timestamp(0), &naming)
-                    .unwrap()
+                senml::readings_from_cbor(
+                    black_box(cbor),
+                    &Limits::default(),
+                    Timestamp(0),
+                    &naming,
+                )
+                .unwrap()
             })
         });
     }

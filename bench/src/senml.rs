@@ -97,6 +97,17 @@ impl Sensor {
     }
 }
 
+/// Microseconds as decimal seconds, shortest form (`1.5`, `0.000001`, `3`).
+fn seconds(us: i64) -> String {
+    let whole = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let f = format!("{frac:06}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
 /// A SenML JSON pack (RFC 8428) of `readings` of sensor `name`: base name
 /// `<name>/`, base time the first reading's time (seconds, microsecond
 /// precision), later readings relative to it.
@@ -108,28 +119,18 @@ pub fn pack(name: &str, readings: &[Reading]) -> Vec<u8> {
         if i > 0 {
             s.push(',');
         }
-        if i == 0 {
-            let _ = write!(
-                s,
-                r#"{{"bn":"{name}/","bt":{}.{:06},"n":"temperature","u":"Cel","v":{}}}"#,
-                bt_us.div_euclid(1_000_000),
-                bt_us.rem_euclid(1_000_000),
-                r.temperature
-            );
+        // `t` is not a base field: every record of a later reading carries
+        // it, or it would resolve to `bt` and merge with the first reading.
+        let t = if i == 0 {
+            format!(r#""bn":"{name}/","bt":{},"#, seconds(bt_us))
         } else {
-            let dt = r.time_us - bt_us;
-            let _ = write!(
-                s,
-                r#"{{"t":{}.{:06},"n":"temperature","u":"Cel","v":{}}}"#,
-                dt.div_euclid(1_000_000),
-                dt.rem_euclid(1_000_000),
-                r.temperature
-            );
-        }
+            format!(r#""t":{},"#, seconds(r.time_us - bt_us))
+        };
+        let t_rest = if i == 0 { "" } else { t.as_str() };
         let _ = write!(
             s,
-            r#",{{"n":"humidity","u":"%RH","v":{}}},{{"n":"seq","u":"count","v":{}}}"#,
-            r.humidity, r.seq
+            r#"{{{t}"n":"temperature","u":"Cel","v":{}}},{{{t_rest}"n":"humidity","u":"%RH","v":{}}},{{{t_rest}"n":"seq","u":"count","v":{}}}"#,
+            r.temperature, r.humidity, r.seq
         );
     }
     s.push(']');
@@ -156,8 +157,20 @@ mod tests {
         assert_eq!(recs[1]["u"], "%RH");
         assert_eq!(recs[2]["n"], "seq");
         assert_eq!(recs[2]["v"], 0);
-        assert_eq!(recs[3]["t"].as_f64().unwrap(), 0.000001);
+        assert!(recs[1].get("t").is_none() && recs[2].get("t").is_none());
+        for rec in &recs[3..6] {
+            assert_eq!(rec["t"].as_f64().unwrap(), 0.000001, "{rec}");
+            assert!(rec.get("bn").is_none());
+        }
         assert_eq!(recs[5]["v"], 1);
+    }
+
+    #[test]
+    fn seconds_are_short_and_exact() {
+        assert_eq!(seconds(1_500_000), "1.5");
+        assert_eq!(seconds(1), "0.000001");
+        assert_eq!(seconds(3_000_000), "3");
+        assert_eq!(seconds(1_732_476_000_123_450), "1732476000.12345");
     }
 
     #[test]

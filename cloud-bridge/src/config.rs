@@ -330,7 +330,18 @@ impl Config {
 
     /// True when the MQTT client talks to the in-process broker.
     pub fn uses_embedded_broker(&self) -> bool {
-        self.broker.embedded && self.mqtt.url.is_none()
+        if !self.broker.embedded {
+            return false;
+        }
+        match &self.mqtt.url {
+            None => true,
+            // An explicit URL naming the embedded listener is still the
+            // embedded broker.
+            Some(url) => url
+                .strip_prefix("mqtt://")
+                .and_then(|hostport| hostport.trim_end_matches('/').parse::<SocketAddr>().ok())
+                .is_some_and(|addr| addr == self.broker.listen),
+        }
     }
 
     /// Checks everything serde cannot; errors name the key.
@@ -520,6 +531,15 @@ mod tests {
         );
         assert_eq!(c.storage.kind, StorageKind::Sqlite);
         assert_eq!(c.telemetry_filter(), "gatewayd/v1/+/telemetry");
+    }
+
+    #[test]
+    fn explicit_url_of_the_embedded_listener_is_the_embedded_broker() {
+        let mut c = Config::default();
+        c.mqtt.url = Some("mqtt://127.0.0.1:1883".into());
+        assert!(c.uses_embedded_broker());
+        c.mqtt.url = Some("mqtt://127.0.0.1:1884".into());
+        assert!(!c.uses_embedded_broker());
     }
 
     #[test]

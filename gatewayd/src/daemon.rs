@@ -95,7 +95,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
 
     // The uplink.
     let uplink = Uplink::new(config.uplink.clone(), &gateway_id).context("uplink")?;
-    let (batch_tx, batch_rx) = mpsc::channel(usize::from(config.uplink.max_inflight.max(1)));
+    // Capacity 1: the forwarder builds a batch only when the uplink is about
+    // to take it, so readings buffered during an outage leave in full
+    // batches instead of the one-reading batches queued while disconnected.
+    let (batch_tx, batch_rx) = mpsc::channel(1);
     let (event_tx, event_rx) = mpsc::channel(1024);
     let (status_tx, status_rx) = watch::channel(UplinkStatus::default());
     let uplink_stop = CancellationToken::new();

@@ -238,16 +238,18 @@ impl ChildGuard {
     }
 
     /// Waits until `needle` appears in the log. Fails early, with the log,
-    /// when the process exits first.
+    /// when the process exits first. Reads the log incrementally, so it is
+    /// cheap on big logs.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
+        let mut pos = 0u64;
         loop {
-            if self.log().contains(needle) {
+            if self.log_contains_from(needle, &mut pos) {
                 return Ok(());
             }
             if let Some(status) = self.try_wait() {
                 // One last look: the line may have been written just before exiting.
-                if self.log().contains(needle) {
+                if self.log_contains_from(needle, &mut pos) {
                     return Ok(());
                 }
                 bail!(
@@ -265,6 +267,26 @@ impl ChildGuard {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Whether `needle` occurs in the log at or after byte `*pos` (minus an
+    /// overlap); advances `*pos`.
+    fn log_contains_from(&self, needle: &str, pos: &mut u64) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = File::open(&self.log_path) else {
+            return false;
+        };
+        let from = pos.saturating_sub(needle.len() as u64);
+        if f.seek(SeekFrom::Start(from)).is_err() {
+            return false;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return false;
+        }
+        *pos = from + buf.len() as u64;
+        let needle = needle.as_bytes();
+        needle.is_empty() || buf.windows(needle.len()).any(|w| w == needle)
     }
 
     /// Waits until the process accepts TCP connections on

@@ -100,6 +100,10 @@ impl Cloud {
     /// cloud-bridge on an external broker (`mqtt_url`), or with its embedded
     /// broker when `mqtt_url` is None.
     fn start(mqtt_url: Option<&str>, client_id: &str) -> Cloud {
+        Self::start_with(mqtt_url, client_id, "")
+    }
+
+    fn start_with(mqtt_url: Option<&str>, client_id: &str, extra_mqtt: &str) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_tcp_port();
         let (broker, broker_port, url) = match mqtt_url {
@@ -123,6 +127,7 @@ impl Cloud {
 [mqtt]
 url = "{url}"
 client_id = "{client_id}"
+{extra_mqtt}
 
 [storage]
 kind = "sqlite"
@@ -309,7 +314,7 @@ async fn malformed_coap_input_gets_documented_errors_and_gateway_keeps_serving()
     // Oversized: our own client, so we control the datagram.
     let big = format!(
         "[{}]",
-        (0..4000)
+        (0..300)
             .map(|i| format!(r#"{{"n":"m{i}","v":{i}}}"#))
             .collect::<Vec<_>>()
             .join(",")
@@ -346,8 +351,14 @@ fn coap_post(port: u16, payload: &[u8], msg_id: u16, timeout: Duration) -> anyho
     p.set_token(msg_id.to_be_bytes().to_vec());
     p.add_option(coap_lite::CoapOption::UriPath, b"telemetry".to_vec());
     p.set_content_format(ContentFormat::ApplicationSenmlJSON);
-    p.payload = payload.to_vec();
-    sock.send_to(&p.to_bytes()?, ("127.0.0.1", port))?;
+    // coap-lite refuses to serialise large payloads, so append the payload
+    // marker and payload ourselves.
+    let mut bytes = p.to_bytes()?;
+    if !payload.is_empty() {
+        bytes.push(0xff);
+        bytes.extend_from_slice(payload);
+    }
+    sock.send_to(&bytes, ("127.0.0.1", port))?;
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -363,7 +374,9 @@ fn coap_post(port: u16, payload: &[u8], msg_id: u16, timeout: Duration) -> anyho
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_outage_readings_arrive_in_order_after_restart() {
     let mut mosq = Mosquitto::start(MosquittoOptions::default()).unwrap();
-    let cloud = Cloud::start(Some(&mosq.url()), "cb-e2e-4");
+    // A plain persistent subscription: mosquitto 2.0 restores it after a
+    // restart, but not a `$share/` one (docs/protocol.md, "Brokers").
+    let cloud = Cloud::start_with(Some(&mosq.url()), "cb-e2e-4", "shared_group = \"\"");
     let gw_cfg = Gateway::new("gw-e2e-4", &mosq.url());
     let gw = gw_cfg.start();
     // Connected: one reading goes through.
@@ -523,10 +536,9 @@ async fn mutual_tls_refuses_foreign_and_missing_certificates_and_says_why() {
         loop {
             let log = gw.log().to_lowercase();
             if log.contains("certificate")
-                && (log.contains("refused")
-                    || log.contains("reject")
-                    || log.contains("alert")
-                    || log.contains("handshake"))
+                && ["refused", "reject", "requires", "unknown ca", "alert"]
+                    .iter()
+                    .any(|w| log.contains(w))
             {
                 break;
             }

@@ -408,3 +408,24 @@ fn pki_files_are_pem() {
     drop(foreign);
     assert!(!dir.exists());
 }
+
+#[test]
+#[should_panic(expected = "run cargo build --bins first")]
+fn bin_path_says_how_to_build_missing_binaries() {
+    gatewayd_tests::process::bin_path("no-such-workspace-binary");
+}
+
+#[test]
+fn bin_path_looks_next_to_the_test_executable() {
+    // The test executable is <target>/<profile>/deps/harness-…; binaries are
+    // expected in <target>/<profile>/ (under CARGO_TARGET_DIR when set).
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let fake = profile_dir.join(format!("harness-selftest-bin-{}", std::process::id()));
+    std::fs::write(&fake, "").unwrap();
+    let found = std::panic::catch_unwind(|| {
+        gatewayd_tests::process::bin_path(fake.file_name().unwrap().to_str().unwrap())
+    });
+    std::fs::remove_file(&fake).unwrap();
+    assert_eq!(found.unwrap(), fake);
+}
