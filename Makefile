@@ -5,6 +5,7 @@
 #   make test    deps, fmt check, clippy -D warnings, build, all tests
 #   make run     demo: cloud-bridge + gatewayd + simulated CoAP sensors
 #   make bench   criterion benchmarks + load harness (release)
+#   make fuzz    run the CoAP/SenML fuzz target (FUZZ_SECONDS, default 60)
 #
 # CARGO_TARGET_DIR is respected throughout.
 
@@ -13,10 +14,10 @@ CARGO ?= cargo
 export CARGO
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test run bench
+.PHONY: help deps build test run bench fuzz
 
 help:
-	@sed -n '3,8s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@bash .ci/deps.sh
@@ -32,3 +33,10 @@ run: deps
 
 bench: deps
 	@bash .ci/bench.sh
+
+# cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1
+# enables them. Installs cargo-fuzz from crates.io when missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd adapters/coap/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run coap_datagram corpus/coap_datagram -- -max_total_time=$(FUZZ_SECONDS)

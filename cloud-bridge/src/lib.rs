@@ -122,9 +122,18 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
     config.validate().context("invalid configuration")?;
     let store = open_store(&config).await?;
     tracing::info!(kind = store.kind(), "store ready");
+    // With the embedded broker, the consumer connects to rumqttd's internal
+    // listener; gateways are let in through the gate once it has subscribed.
+    let mut config = config;
+    let mut embedded = None;
     let started = async {
         if config.broker.embedded {
-            broker::start(&config)?;
+            let b = broker::start(&config)?;
+            if config.uses_embedded_broker() {
+                config.mqtt.url = Some(format!("mqtt://{}", b.internal));
+                config.mqtt.shared_group = String::new();
+            }
+            embedded = Some(b);
         }
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -158,6 +167,15 @@ pub async fn start_with(config: Config, shutdown: CancellationToken) -> anyhow::
             return Err(e).context("starting the MQTT consumer");
         }
     };
+    if let Some(b) = embedded {
+        let m = metrics.clone();
+        let ready = async move {
+            while !m.mqtt_connected.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::spawn(b.open_gate(ready, shutdown.child_token()));
+    }
     let app = http::router(http::AppState {
         store: store.clone(),
         metrics: metrics.clone(),
