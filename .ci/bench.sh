@@ -6,7 +6,7 @@
 #
 # Knobs (environment): BENCH_SKIP_CRITERION=1, BENCH_PROFILE=dev (quicker
 # build, slower binaries; default release), LOAD_PROFILES (default
-# "steady batched"), LOAD_DURATION (s, default 30), LOAD_SENSORS (default 200),
+# "steady batched"), BENCH_BROKER (embedded | mosquitto), LOAD_DURATION (s, default 30), LOAD_SENSORS (default 200),
 # LOAD_RATE (readings/s, default 2000), LOAD_EXTRA (more gatewayd-load args).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +38,40 @@ out=".run/bench/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-cat >"$out/cloud-bridge.toml" <<TOML
+BROKER="${BENCH_BROKER:-embedded}"
+case $BROKER in
+    embedded)
+        cat >"$out/cloud-bridge.toml" <<TOML
 [broker]
 embedded = true
 listen = "127.0.0.1:$MQTT_PORT"
+
+[mqtt]
+client_id = "cloud-bridge-bench"
+
+[storage]
+kind = "sqlite"
+sqlite_path = "$out/cloud.db"
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+TOML
+        ;;
+    mosquitto)
+        command -v mosquitto >/dev/null || die "mosquitto not found: run make deps"
+        mkdir -p "$out/mosquitto"
+        cat >"$out/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $out/mosquitto/
+max_queued_messages 0
+user root
+log_dest file $out/mosquitto.log
+CONF
+        cat >"$out/cloud-bridge.toml" <<TOML
+[broker]
+embedded = false
 
 [mqtt]
 url = "mqtt://127.0.0.1:$MQTT_PORT"
@@ -54,6 +84,9 @@ sqlite_path = "$out/cloud.db"
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
 TOML
+        ;;
+    *) die "BENCH_BROKER must be embedded or mosquitto" ;;
+esac
 
 cat >"$out/gatewayd.toml" <<TOML
 [gateway]
@@ -76,6 +109,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$BROKER" = mosquitto ]; then
+    mosquitto -c "$out/mosquitto.conf" >"$out/mosquitto.out" 2>&1 </dev/null &
+    pids+=("$!")
+    wait_tcp mosquitto "$!" "$MQTT_PORT" "$out/mosquitto.out" 30
+fi
+say "broker: $BROKER"
 
 "$BIN/cloud-bridge" --config "$out/cloud-bridge.toml" >"$out/cloud-bridge.log" 2>&1 </dev/null &
 cb_pid=$!
