@@ -82,7 +82,21 @@ async fn shutdown_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 clean shutdown, 1 error (config, startup, fatal), 2 usage
+/// error (clap).
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line; no backtrace
+            // for an operator's config mistake.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Config {
