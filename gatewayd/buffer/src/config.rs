@@ -35,11 +35,12 @@ pub enum FullPolicy {
 /// | `normal` | only at checkpoints           | yes                     | the last commits may roll back     |
 ///
 /// With `normal`, a commit that a sensor was told about can be lost on
-/// power loss, and because `next_seq` rolls back with it, the sequence
-/// numbers of lost readings that were already forwarded can be handed out
-/// again; the cloud, which deduplicates on `(gateway, seq)`, would then drop
-/// the new readings as duplicates. The database itself is never corrupted in
-/// either mode. `normal` costs no fsync per group commit and is several
+/// power loss, and `next_seq` rolls back with it. So that the sequence
+/// numbers of lost readings that were already forwarded are never handed out
+/// again (the cloud, which deduplicates on `(gateway, seq)`, would drop the
+/// new readings as duplicates), every open in this mode makes `next_seq`
+/// jump by `SEQ_RESTART_GAP` (2^32) with one forced fsync. The database
+/// itself is never corrupted in either mode. `normal` costs no fsync per group commit and is several
 /// times faster on SD cards and eMMC; choose it only when losing the last
 /// fraction of a second of data on power loss is acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

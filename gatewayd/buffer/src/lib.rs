@@ -32,9 +32,11 @@
 //! 4. **Sequence numbers** start at 1, are assigned in append order,
 //!    contiguously within a group, and never reused: `next_seq` is kept in
 //!    `meta` and written in the transaction that uses the numbers, so it
-//!    survives reopening even after every row was deleted. (Exception: with
+//!    survives reopening even after every row was deleted. With
 //!    [`SyncMode::Normal`] a power loss can roll back the last commits,
-//!    `next_seq` included; see [`SyncMode`].)
+//!    `next_seq` included, so each open in that mode first moves `next_seq`
+//!    up by [`SEQ_RESTART_GAP`] (fsynced): numbers issued after an open are
+//!    above any a rollback could have lost; see [`SyncMode`].
 //! 5. **Every row has `acked_through < seq < next_seq`.** `acked_through`
 //!    only grows, and no row at or below it exists.
 //! 6. **Order.** `read_after` returns rows in ascending `seq`; as numbers are
@@ -90,5 +92,5 @@ mod store;
 pub use ack::{AckError, AckTracker};
 pub use config::{BufferConfig, FullPolicy, SyncMode, DEFAULT_MAX_BYTES};
 pub use error::BufferError;
-pub use sqlite::{SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
+pub use sqlite::{SqliteStore, APPLICATION_ID, SCHEMA_VERSION, SEQ_RESTART_GAP};
 pub use store::{row_cost, AppendOutcome, BufferStats, Store, StoredReading, ROW_OVERHEAD};

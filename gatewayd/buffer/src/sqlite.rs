@@ -38,6 +38,50 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER);
 
 const K_SCHEMA_VERSION: &str = "schema_version";
 const K_NEXT_SEQ: &str = "next_seq";
+
+/// How far `next_seq` jumps at each open with `sync = "normal"` (see
+/// [`skip_restart_gap`]).
+pub const SEQ_RESTART_GAP: u64 = 1 << 32;
+
+/// With `synchronous = NORMAL`, a power loss can roll back the last
+/// committed transactions, and with them `next_seq`: sequence numbers that
+/// were already forwarded (and stored by the cloud) would be assigned again
+/// to new readings, which the cloud's `(gateway, seq)` deduplication would
+/// then silently discard. So at every open in that mode `next_seq` jumps
+/// by [`SEQ_RESTART_GAP`], in a transaction forced to `synchronous = FULL`
+/// (one fsync per start): numbers issued after this open stay above any
+/// number a rollback could have lost, unless more than 2^32 readings were
+/// rolled back. Gaps are harmless: nobody relies on contiguity across
+/// opens, and 2^63 / 2^32 leaves room for 2^31 restarts.
+fn skip_restart_gap(
+    conn: &mut Connection,
+    path: &Path,
+    old: Counters,
+) -> Result<Counters, BufferError> {
+    let err = |e| BufferError::sqlite(path, "reserve sequence numbers", e);
+    let next = old
+        .next_seq
+        .checked_add(SEQ_RESTART_GAP)
+        .filter(|n| *n <= i64::MAX as u64)
+        .ok_or(BufferError::SequenceExhausted {
+            next_seq: old.next_seq,
+            requested: SEQ_RESTART_GAP,
+        })?;
+    let new = Counters {
+        next_seq: next,
+        ..old
+    };
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    SqliteStore::write_meta(&tx, path, &old, &new)?;
+    tx.commit().map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    Ok(new)
+}
 const K_READINGS: &str = "readings";
 const K_BYTES: &str = "bytes";
 const K_ACKED_THROUGH: &str = "acked_through";
@@ -156,6 +200,11 @@ impl SqliteStore {
                 InitError::Buffer(e) => e,
             })?;
             tx.commit().map_err(open_err)?;
+            counters
+        };
+        let counters = if config.sync == SyncMode::Normal && counters.next_seq > 1 {
+            skip_restart_gap(&mut conn, &path, counters)?
+        } else {
             counters
         };
         let store = SqliteStore {

@@ -38,7 +38,7 @@ pub fn config(path: &Path, max_bytes: u64, when_full: FullPolicy) -> BufferConfi
         path: path.to_owned(),
         max_bytes,
         when_full,
-        sync: SyncMode::Normal,
+        sync: SyncMode::Full,
     }
 }
 
