@@ -39,8 +39,8 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER);
 const K_SCHEMA_VERSION: &str = "schema_version";
 const K_NEXT_SEQ: &str = "next_seq";
 
-/// How far `next_seq` jumps at each open with `sync = "normal"` (see
-/// [`skip_restart_gap`]).
+/// How far `next_seq` jumps at each open with `sync = "normal"`, so that
+/// sequence numbers lost to a power-loss rollback are never reused.
 pub const SEQ_RESTART_GAP: u64 = 1 << 32;
 
 /// With `synchronous = NORMAL`, a power loss can roll back the last
