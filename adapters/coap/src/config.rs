@@ -61,7 +61,7 @@ impl Default for CoapConfig {
             max_payload_bytes: 64 * 1024,
             max_concurrent_requests: 256,
             max_block_transfers: 64,
-            dedup_capacity: 4096,
+            dedup_capacity: 32_768,
             limits: LimitsConfig::default(),
             observe: Vec::new(),
         }

@@ -61,7 +61,8 @@
 //! and the piggybacked response follows on commit. Together with
 //! answer-after-commit this gives exactly-once delivery from a CON sensor
 //! into the buffer. The memory is bounded by `dedup_capacity` (default
-//! 4096) exchanges, oldest evicted first; a retransmission arriving after
+//! 32 768, about 3 s of requests at 10 000/s) exchanges, oldest evicted
+//! first, counted in `dedup_evicted_early`; a retransmission arriving after
 //! its exchange was evicted is processed again (the cloud's `(gw, q)`
 //! deduplication does not cover that case, so size `dedup_capacity` to
 //! at least the request rate × 247 s).

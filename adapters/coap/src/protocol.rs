@@ -399,9 +399,19 @@ impl DedupCache {
         self.map.get(key).map(|e| &e.slot)
     }
 
-    fn insert(&mut self, key: ExchangeKey, slot: Slot, now: Instant) {
+    /// Remembers an exchange; returns how many live (unexpired) exchanges
+    /// had to be forgotten early to stay within capacity.
+    fn insert(&mut self, key: ExchangeKey, slot: Slot, now: Instant) -> u64 {
         self.purge(now);
+        let mut evicted = 0;
         while self.map.len() >= self.capacity || self.order.len() >= self.capacity * 2 {
+            let live = self
+                .order
+                .front()
+                .is_some_and(|(k, _, g)| self.map.get(k).is_some_and(|e| e.generation == *g));
+            if live {
+                evicted += 1;
+            }
             self.pop_front();
         }
         let generation = self.next_generation;
@@ -409,6 +419,7 @@ impl DedupCache {
         self.map.insert(key, DedupEntry { slot, generation });
         self.order
             .push_back((key, now + EXCHANGE_LIFETIME, generation));
+        evicted
     }
 
     fn complete(&mut self, key: &ExchangeKey, bytes: Option<Vec<u8>>) {
@@ -897,7 +908,8 @@ impl ServerCore {
                 self.respond_now(key, &to, resp, now)
             }
             Ok(Processed::Submit { readings, block1 }) => {
-                self.dedup.insert(key, Slot::InProgress, now);
+                let evicted = self.dedup.insert(key, Slot::InProgress, now);
+                bump(&self.stats.dedup_evicted_early, evicted);
                 let count = readings.len();
                 Action::Submit {
                     readings,
@@ -983,7 +995,8 @@ impl ServerCore {
         now: Instant,
     ) -> Action {
         let bytes = self.encode(to, resp);
-        self.dedup.insert(key, Slot::Done(bytes.clone()), now);
+        let evicted = self.dedup.insert(key, Slot::Done(bytes.clone()), now);
+        bump(&self.stats.dedup_evicted_early, evicted);
         match bytes {
             Some(bytes) => Action::Reply { to: to.peer, bytes },
             None => Action::Ignore,
@@ -1413,6 +1426,9 @@ mod tests {
             );
         }
         assert_eq!(c.remembered_exchanges(), 8);
+        // 20 live exchanges through 8 slots: 12 forgotten before their
+        // lifetime, and counted so operators can size the cache.
+        assert_eq!(c.stats().dedup_evicted_early.load(Ordering::Relaxed), 12);
         let mut p = post(100, Some(110), b"[]");
         p.clear_option(CoapOption::UriPath);
         let later = t0 + EXCHANGE_LIFETIME + Duration::from_secs(1);
@@ -1424,6 +1440,8 @@ mod tests {
             Timestamp(0),
         );
         assert_eq!(c.remembered_exchanges(), 1);
+        // Expired ones are not "early".
+        assert_eq!(c.stats().dedup_evicted_early.load(Ordering::Relaxed), 12);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct CoapStats {
     pub requests: AtomicU64,
     /// Retransmitted requests recognised as duplicates (not re-processed).
     pub duplicates: AtomicU64,
+    /// Exchanges forgotten before EXCHANGE_LIFETIME because the dedup cache
+    /// was full. Non-zero means a late retransmission could be ingested
+    /// twice: raise `dedup_capacity` (≈ request rate × 247 s).
+    pub dedup_evicted_early: AtomicU64,
     /// Readings committed from POSTed packs.
     pub accepted_readings: AtomicU64,
     /// Requests answered 2.04.
@@ -73,6 +77,7 @@ pub struct CoapStatsSnapshot {
     pub malformed_datagrams: u64,
     pub requests: u64,
     pub duplicates: u64,
+    pub dedup_evicted_early: u64,
     pub accepted_readings: u64,
     pub accepted_requests: u64,
     pub blocks_continued: u64,
@@ -135,6 +140,7 @@ impl CoapStats {
             malformed_datagrams: g(&self.malformed_datagrams),
             requests: g(&self.requests),
             duplicates: g(&self.duplicates),
+            dedup_evicted_early: g(&self.dedup_evicted_early),
             accepted_readings: g(&self.accepted_readings),
             accepted_requests: g(&self.accepted_requests),
             blocks_continued: g(&self.blocks_continued),
