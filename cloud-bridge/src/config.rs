@@ -170,68 +170,14 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Where the MQTT client connects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
+/// Where the MQTT client connects: the same URL type as the gateway's
+/// uplink, so both accept exactly the same `mqtt://` / `mqtts://` forms.
+pub type Endpoint = gatewayd_uplink::BrokerUrl;
 
 /// Parses `mqtt://host[:port]` / `mqtts://host[:port]` (also `tcp://`,
 /// `ssl://`; IPv6 hosts in brackets).
 pub fn parse_mqtt_url(url: &str) -> Result<Endpoint, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} is not a URL like mqtt://host:1883"))?;
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(format!(
-                "unsupported scheme {other:?} (expected mqtt:// or mqtts://)"
-            ))
-        }
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.contains('@') {
-        return Err(
-            "credentials in the URL are not supported; use mqtt.username and mqtt.password".into(),
-        );
-    }
-    if authority.contains(['/', '?', '#']) {
-        return Err(format!("{url:?} must not have a path or query"));
-    }
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: unterminated IPv6 address"))?;
-        let port = match after {
-            "" => default_port,
-            p => p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| format!("{url:?}: invalid port"))?,
-        };
-        (host.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse()
-                    .map_err(|_| format!("{url:?}: invalid port {p:?}"))?,
-            ),
-            None => (authority.to_owned(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    if port == 0 {
-        return Err(format!("{url:?}: port 0 is not connectable"));
-    }
-    Ok(Endpoint { host, port, tls })
+    gatewayd_uplink::BrokerUrl::parse(url)
 }
 
 fn check_id(key: &str, value: &str, allow_slash: bool) -> Result<(), ConfigError> {

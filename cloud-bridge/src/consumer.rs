@@ -41,18 +41,8 @@ const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{key}: reading {path}: {source}")]
-    Read {
-        key: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
     #[error("{key}: {message}")]
-    Pem { key: &'static str, message: String },
-    #[error("mqtt.tls: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("mqtt.tls: no usable root certificates (set mqtt.tls.ca)")]
-    NoRoots,
+    Tls { key: String, message: String },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
 }
@@ -68,83 +58,55 @@ pub(crate) struct Consumer {
     pub ingest_task: JoinHandle<()>,
 }
 
-async fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, SetupError> {
-    tokio::fs::read(path).await.map_err(|e| SetupError::Read {
-        key,
-        path: path.display().to_string(),
-        source: e,
+/// Builds the rustls client configuration for `mqtts://` with the same
+/// loader as the gateway's uplink; without `mqtt.tls.ca` the system's root
+/// certificates are used.
+pub async fn tls_config(
+    files: &TlsFiles,
+    host: &str,
+) -> Result<Arc<rustls::ClientConfig>, SetupError> {
+    let tls = gatewayd_uplink::TlsConfig {
+        ca: files.ca.clone(),
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        server_name: None,
+    };
+    let system_roots = if tls.ca.is_none() {
+        let native = tokio::task::spawn_blocking(rustls_native_certs::load_native_certs)
+            .await
+            .map_err(|e| SetupError::Tls {
+                key: "mqtt.tls.ca".into(),
+                message: format!("loading system roots: {e}"),
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        Some(roots)
+    } else {
+        None
+    };
+    let host = host.to_owned();
+    // Reads small PEM files: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        gatewayd_uplink::client_tls_config(&tls, &host, system_roots)
     })
-}
-
-/// Builds the rustls client configuration (ring provider) for `mqtts://`.
-pub async fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &files.ca {
-        Some(ca) => {
-            let pem = read_pem("mqtt.tls.ca", ca).await?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| SetupError::Pem {
-                    key: "mqtt.tls.ca",
-                    message: e.to_string(),
-                })?;
-                roots.add(cert)?;
-            }
-        }
-        None => {
-            let native = tokio::task::spawn_blocking(rustls_native_certs::load_native_certs)
-                .await
-                .map_err(|e| SetupError::Pem {
-                    key: "mqtt.tls.ca",
-                    message: format!("loading system roots: {e}"),
-                })?;
-            for cert in native.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err(SetupError::NoRoots);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => {
-            let cert_pem = read_pem("mqtt.tls.cert", cert).await?;
-            let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SetupError::Pem {
-                    key: "mqtt.tls.cert",
-                    message: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(SetupError::Pem {
-                    key: "mqtt.tls.cert",
-                    message: "no certificate in the file".into(),
-                });
-            }
-            let key_pem = read_pem("mqtt.tls.key", key).await?;
-            let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-                .map_err(|e| SetupError::Pem {
-                    key: "mqtt.tls.key",
-                    message: e.to_string(),
-                })?
-                .ok_or(SetupError::Pem {
-                    key: "mqtt.tls.key",
-                    message: "no private key in the file".into(),
-                })?;
-            Ok(builder.with_client_auth_cert(certs, key)?)
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+    .await
+    .map_err(|e| SetupError::Tls {
+        key: "mqtt.tls".into(),
+        message: e.to_string(),
+    })?
+    .map_err(|e| SetupError::Tls {
+        key: format!("mqtt.{}", e.key),
+        message: e.message,
+    })
 }
 
 /// MQTT options: persistent session, manual acks.
 pub async fn mqtt_options(config: &Config) -> Result<MqttOptions, SetupError> {
     let endpoint = config.mqtt_endpoint()?;
     let client_id = config.mqtt.client_id.clone().unwrap_or_default();
-    let mut opts = MqttOptions::new(client_id, endpoint.host, endpoint.port);
+    let mut opts = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
     opts.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
@@ -161,10 +123,8 @@ pub async fn mqtt_options(config: &Config) -> Result<MqttOptions, SetupError> {
         );
     }
     if endpoint.tls {
-        let tls = tls_config(&config.mqtt.tls).await?;
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )));
+        let tls = tls_config(&config.mqtt.tls, &endpoint.host).await?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     Ok(opts)
 }

@@ -144,12 +144,18 @@ impl fmt::Display for BrokerUrl {
 }
 
 impl BrokerUrl {
-    /// Parses `mqtt://host[:port]` / `mqtts://host[:port]`; IPv6 hosts in
-    /// brackets.
+    /// Parses `mqtt://host[:port]` / `mqtts://host[:port]` (also the
+    /// common aliases `tcp://` and `ssl://`); IPv6 hosts in brackets.
     pub fn parse(url: &str) -> Result<BrokerUrl, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        let (tls, rest) = if let Some(rest) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
             (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        } else if let Some(rest) = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+        {
             (false, rest)
         } else {
             return Err(format!(
@@ -307,41 +313,67 @@ impl UplinkConfig {
 
 /// Loads CA, client certificate and key, and builds the rustls client
 /// configuration (ring provider). Errors carry the key relative to
-/// `uplink` (e.g. `tls.cert`).
+/// `uplink` (e.g. `tls.cert`). `tls.ca` is required.
 pub(crate) fn build_tls(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>, ConfigError> {
+    client_tls_config(tls, host, None)
+}
+
+/// The one place MQTT clients of this project (the uplink, cloud-bridge)
+/// turn PEM files into a rustls client configuration (ring provider).
+/// Without `tls.ca`, `fallback_roots` (e.g. the system's) are used, or the
+/// CA is required when there are none. Errors carry keys relative to the
+/// section (`tls.ca`, `tls.cert`, `tls.key`, `tls.server_name`).
+pub fn client_tls_config(
+    tls: &TlsConfig,
+    host: &str,
+    fallback_roots: Option<RootCertStore>,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let err = |k: &str, m: String| ConfigError::new("", k, m);
-    let Some(ca_path) = &tls.ca else {
-        return Err(err(
-            "tls.ca",
-            "required for mqtts://: the PEM file of the CA that signed the broker's certificate"
-                .into(),
-        ));
-    };
-    let ca_pem = read_file(ca_path).map_err(|m| err("tls.ca", m))?;
-    let mut roots = RootCertStore::empty();
-    let cas =
-        parse_certs(&ca_pem).map_err(|m| err("tls.ca", format!("{}: {m}", ca_path.display())))?;
-    for ca in cas {
-        roots.add(ca).map_err(|e| {
-            err(
+    let roots = match (&tls.ca, fallback_roots) {
+        (Some(ca_path), _) => {
+            let ca_pem = read_file(ca_path).map_err(|m| err("tls.ca", m))?;
+            let mut roots = RootCertStore::empty();
+            let cas = parse_certs(&ca_pem)
+                .map_err(|m| err("tls.ca", format!("{}: {m}", ca_path.display())))?;
+            for ca in cas {
+                roots.add(ca).map_err(|e| {
+                    err(
+                        "tls.ca",
+                        format!("{}: not a usable CA certificate: {e}", ca_path.display()),
+                    )
+                })?;
+            }
+            roots
+        }
+        (None, Some(roots)) if !roots.is_empty() => roots,
+        (None, Some(_)) => {
+            return Err(err(
                 "tls.ca",
-                format!("{}: not a usable CA certificate: {e}", ca_path.display()),
-            )
-        })?;
-    }
+                "no usable system root certificates; set it to the CA that signed the broker's certificate"
+                    .into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "tls.ca",
+                "required for mqtts://: the PEM file of the CA that signed the broker's certificate"
+                    .into(),
+            ))
+        }
+    };
 
     let identity = match (&tls.cert, &tls.key) {
         (None, None) => None,
         (Some(_), None) => {
             return Err(err(
                 "tls.key",
-                "missing: uplink.tls.cert is set, mutual TLS needs the matching private key".into(),
+                "missing: tls.cert is set, mutual TLS needs the matching private key".into(),
             ))
         }
         (None, Some(_)) => {
             return Err(err(
                 "tls.cert",
-                "missing: uplink.tls.key is set, mutual TLS needs the matching certificate".into(),
+                "missing: tls.key is set, mutual TLS needs the matching certificate".into(),
             ))
         }
         (Some(cert_path), Some(key_path)) => {
@@ -366,7 +398,9 @@ pub(crate) fn build_tls(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>
             ServerName::try_from(host.to_owned()).map_err(|_| {
                 err(
                     "broker",
-                    format!("{host:?} cannot be verified as a TLS server name; set uplink.tls.server_name"),
+                    format!(
+                        "{host:?} cannot be verified as a TLS server name; set tls.server_name"
+                    ),
                 )
             })?;
             None
@@ -383,7 +417,7 @@ pub(crate) fn build_tls(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>
         Some(name) => {
             let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| err("tls.ca", format!("{}: {e}", ca_path.display())))?;
+                .map_err(|e| err("tls.ca", e.to_string()))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(FixedNameVerifier { inner, name }))
@@ -394,7 +428,7 @@ pub(crate) fn build_tls(tls: &TlsConfig, host: &str) -> Result<Arc<ClientConfig>
         Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
             err(
                 "tls.key",
-                format!("does not match uplink.tls.cert or is unsupported: {e}"),
+                format!("does not match tls.cert or is unsupported: {e}"),
             )
         })?,
     };

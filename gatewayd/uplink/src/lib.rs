@@ -122,7 +122,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use config::{BrokerUrl, ConfigError, Protocol, TlsConfig, UplinkConfig};
+pub use config::{client_tls_config, BrokerUrl, ConfigError, Protocol, TlsConfig, UplinkConfig};
 
 use backoff::Backoff;
 use conn::{Client, ConnFailure, Loop, NetEvent, Settings, Version};
