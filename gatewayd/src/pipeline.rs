@@ -38,7 +38,7 @@ use crate::config::{BufferSection, ForwarderConfig};
 enum Cmd {
     Append {
         groups: Vec<Vec<Reading>>,
-        reply: oneshot::Sender<Result<Vec<AppendOutcome>, BufferError>>,
+        reply: oneshot::Sender<Result<Appended, BufferError>>,
     },
     Read {
         after: u64,
@@ -50,6 +50,12 @@ enum Cmd {
         through: u64,
         reply: oneshot::Sender<Result<u64, BufferError>>,
     },
+}
+
+/// What an append returns: one outcome per group, and the groups.
+pub struct Appended {
+    pub outcomes: Vec<AppendOutcome>,
+    pub groups: Vec<Vec<Reading>>,
 }
 
 /// Async access to the buffer thread.
@@ -83,7 +89,9 @@ impl BufferHandle {
                 while let Some(cmd) = rx.blocking_recv() {
                     match cmd {
                         Cmd::Append { groups, reply } => {
-                            let r = store.append(&groups);
+                            let r = store
+                                .append(&groups)
+                                .map(|outcomes| Appended { outcomes, groups });
                             stats_tx.send_replace(store.stats());
                             let _ = reply.send(r);
                         }
@@ -124,10 +132,9 @@ impl BufferHandle {
         Ok(rx.await.map_err(|_| PipelineError::BufferGone)??)
     }
 
-    pub async fn append(
-        &self,
-        groups: Vec<Vec<Reading>>,
-    ) -> Result<Vec<AppendOutcome>, PipelineError> {
+    /// Appends the groups in one transaction; the groups come back with the
+    /// outcomes so that a caller can retry blocked ones without copying.
+    pub async fn append(&self, groups: Vec<Vec<Reading>>) -> Result<Appended, PipelineError> {
         self.call(|reply| Cmd::Append { groups, reply }).await
     }
 
@@ -220,8 +227,8 @@ pub async fn run_writer(
         }
         // Step 3: refuse invalid submissions (whole submission: a sensor's
         // request is accepted or refused as a unit).
-        let mut pending: Vec<Ingest> = Vec::with_capacity(group.len());
-        for ingest in group {
+        let mut pending: Vec<(Ingest, Vec<Reading>)> = Vec::with_capacity(group.len());
+        for mut ingest in group {
             if let Some(err) = ingest.readings.iter().find_map(|r| wire::validate(r).err()) {
                 counters.invalid.fetch_add(
                     ingest.readings.len() as u64,
@@ -237,17 +244,19 @@ pub async fn run_writer(
                     }),
                 );
             } else {
-                pending.push(ingest);
+                let readings = std::mem::take(&mut ingest.readings);
+                pending.push((ingest, readings));
             }
         }
-        // Step 4: append (one transaction), retrying what would block.
+        // Step 4: append (one transaction), retrying what would block. The
+        // readings move to the buffer thread and come back with the outcomes.
         while !pending.is_empty() {
-            let groups: Vec<Vec<Reading>> = pending.iter().map(|i| i.readings.clone()).collect();
-            let outcomes = match buffer.append(groups).await {
-                Ok(o) => o,
+            let (ingests, groups): (Vec<Ingest>, Vec<Vec<Reading>>) = pending.drain(..).unzip();
+            let appended = match buffer.append(groups).await {
+                Ok(a) => a,
                 Err(e) => {
                     warn!(error = %e, "buffer append failed");
-                    for i in pending.drain(..) {
+                    for i in ingests {
                         reply(i, Err(CommitError::Storage(e.to_string())));
                     }
                     break;
@@ -255,10 +264,14 @@ pub async fn run_writer(
             };
             let mut blocked = Vec::new();
             let mut any_committed = false;
-            for (ingest, outcome) in pending.drain(..).zip(outcomes) {
+            for ((ingest, outcome), readings) in ingests
+                .into_iter()
+                .zip(appended.outcomes)
+                .zip(appended.groups)
+            {
                 if !blocked.is_empty() {
                     // Keep order: everything after a blocked group waits too.
-                    blocked.push(ingest);
+                    blocked.push((ingest, readings));
                     continue;
                 }
                 match outcome {
@@ -267,7 +280,7 @@ pub async fn run_writer(
                         reply(ingest, Ok(Committed { first_seq, count }));
                     }
                     AppendOutcome::Refused => reply(ingest, Err(CommitError::BufferFull)),
-                    AppendOutcome::WouldBlock => blocked.push(ingest),
+                    AppendOutcome::WouldBlock => blocked.push((ingest, readings)),
                 }
             }
             if any_committed {
@@ -282,7 +295,7 @@ pub async fn run_writer(
                 _ = signals.freed.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = abort.cancelled() => {
-                    for i in blocked {
+                    for (i, _) in blocked {
                         reply(i, Err(CommitError::Closed));
                     }
                     while let Ok(i) = rx.try_recv() {
