@@ -201,8 +201,7 @@ listen = "127.0.0.1:{http_port}"
 }
 
 fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
+    gatewayd_tests::tail(s, 60)
 }
 
 fn coap_client_post(port: u16, format: u16, payload: &Path) -> std::process::Output {
