@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gatewayd_buffer::{FullPolicy, SyncMode};
+use gatewayd_edge::{EdgeConfig, EdgePaths};
 use gatewayd_uplink::UplinkConfig;
 use serde::Deserialize;
 
@@ -22,6 +23,8 @@ pub struct Config {
     pub buffer: BufferSection,
     pub forwarder: ForwarderConfig,
     pub uplink: UplinkConfig,
+    /// `[edge_apps]`: the WASM app runtime and anomaly detectors.
+    pub edge_apps: EdgeConfig,
     /// `[sources.<name>]` tables, each with a `kind`.
     pub sources: BTreeMap<String, toml::Table>,
 }
@@ -38,6 +41,7 @@ impl Default for Config {
             buffer: BufferSection::default(),
             forwarder: ForwarderConfig::default(),
             uplink: UplinkConfig::default(),
+            edge_apps: EdgeConfig::default(),
             sources,
         }
     }
@@ -241,6 +245,33 @@ impl Config {
         self.uplink
             .validate("uplink")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let e = &self.edge_apps;
+        if e.epoch_tick_ms == 0 || e.epoch_tick_ms > 1000 {
+            return Err(key_error("edge_apps.epoch_tick_ms", "must be 1 to 1000"));
+        }
+        if e.scan_interval_ms < 100 {
+            return Err(key_error(
+                "edge_apps.scan_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if e.max_apps == 0 {
+            return Err(key_error("edge_apps.max_apps", "must be at least 1"));
+        }
+        if e.failures.max_consecutive == 0 {
+            return Err(key_error(
+                "edge_apps.failures.max_consecutive",
+                "must be at least 1",
+            ));
+        }
+        for (i, a) in e.anomaly.iter().enumerate() {
+            if a.detector.window == 0 {
+                return Err(key_error(
+                    &format!("edge_apps.anomaly[{i}].window"),
+                    "must be at least 1",
+                ));
+            }
+        }
         if self.sources.is_empty() {
             bail!("sources: no sources configured; add e.g. [sources.coap] with kind = \"coap\"");
         }
@@ -271,6 +302,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the edge-app runtime keeps its state and deployment directory.
+    pub fn edge_paths(&self) -> EdgePaths {
+        EdgePaths::resolve(&self.edge_apps, &self.gateway.data_dir.join("apps"))
     }
 
     pub fn buffer_path(&self) -> PathBuf {

@@ -19,6 +19,7 @@ use gatewayd_buffer::{BufferConfig, SqliteStore};
 use gatewayd_core::{
     ingest_channel, HealthHandle, ReadingSink, Source, SourceContext, SourceState,
 };
+use gatewayd_edge::{run_deploy_dir, EdgeRuntime};
 use gatewayd_uplink::{Uplink, UplinkStatus};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::pipeline::{self, BufferHandle, Signals, WriterCounters};
+use crate::pipeline::{self, BufferHandle, EdgeStage, Signals, WriterCounters};
 
 /// Builds one source from its `[sources.<name>]` table and spawns it.
 fn spawn_source<S: Source>(
@@ -104,6 +105,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
     let uplink_stop = CancellationToken::new();
     let uplink_task = tokio::spawn(uplink.run(batch_rx, event_tx, status_tx, uplink_stop.clone()));
 
+    // Edge apps: loaded (from the compiled cache when possible) before any
+    // reading is accepted, so no reading can bypass them after a restart.
+    let edge_stop = CancellationToken::new();
+    let mut edge_thread = None;
+    let mut edge_stage = None;
+    let mut edge_handle = None;
+    if config.edge_apps.enabled {
+        let paths = config.edge_paths();
+        let cfg = config.edge_apps.clone();
+        let p = paths.clone();
+        let rt = tokio::task::spawn_blocking(move || EdgeRuntime::start(cfg, &p))
+            .await
+            .context("edge_apps: starting the runtime")?
+            .context("edge_apps")?;
+        let apps = rt.handle.list();
+        info!(
+            apps = apps.len(),
+            deploy_dir = %paths.deploy_dir.display(),
+            "edge-app runtime running"
+        );
+        tokio::spawn(run_deploy_dir(
+            rt.handle.clone(),
+            paths.deploy_dir.clone(),
+            Duration::from_millis(config.edge_apps.scan_interval_ms),
+            edge_stop.clone(),
+        ));
+        edge_handle = Some(rt.handle.clone());
+        edge_stage = Some(EdgeStage {
+            handle: rt.handle,
+            derived: rt.derived,
+        });
+        edge_thread = Some(rt.thread);
+    }
+
     // Writer and forwarder.
     let signals = Arc::new(Signals::default());
     let (ingest_tx, ingest_rx) = ingest_channel(config.buffer.queue_capacity);
@@ -115,6 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         signals.clone(),
         Arc::new(WriterCounters::default()),
         writer_abort.clone(),
+        edge_stage,
     ));
     let forwarder_stop = CancellationToken::new();
     let forwarder_task = tokio::spawn(pipeline::run_forwarder(
@@ -199,6 +235,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         warn!("sources did not stop within 10 s; aborting them");
         sources.abort_all();
     }
+    edge_stop.cancel();
     // 2. Writer commits what is queued.
     let writer_done = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
     if writer_done.is_err() {
@@ -239,7 +276,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         Err(_) => warn!("uplink did not stop within 5 s"),
         _ => {}
     }
-    // 5. Buffer closes when the last handle goes.
+    // 5. The edge-app runtime stops when its last handle goes (its state is
+    // in apps.db already).
+    drop(edge_handle);
+    if let Some(t) = edge_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    // 6. Buffer closes when the last handle goes.
     let left = buffer.stats();
     drop(health);
     drop(buffer);

@@ -31,6 +31,25 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Edge apps: deploy, remove, list (through the deployment directory).
+    Apps {
+        #[command(subcommand)]
+        action: AppsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppsAction {
+    /// Verify a signed bundle (.gwapp) and place it in the deployment
+    /// directory; a running daemon deploys (or upgrades) it within seconds.
+    Deploy { bundle: PathBuf },
+    /// Remove an app's bundle from the deployment directory.
+    Remove { name: String },
+    /// Show deployed apps and the deployment directory.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +129,16 @@ fn real_main() -> anyhow::Result<()> {
         }) => {
             load(&cli)?;
             println!("config ok");
+            return Ok(());
+        }
+        Some(Command::Apps { action }) => {
+            let config = load(&cli)?;
+            let out = match action {
+                AppsAction::Deploy { bundle } => gatewayd::apps_cli::deploy(&config, bundle)?,
+                AppsAction::Remove { name } => gatewayd::apps_cli::remove(&config, name)?,
+                AppsAction::List { json } => gatewayd::apps_cli::list(&config, *json)?,
+            };
+            println!("{out}");
             return Ok(());
         }
         None => {}

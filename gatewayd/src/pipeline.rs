@@ -25,6 +25,7 @@ use gatewayd_buffer::{
     AckTracker, AppendOutcome, BufferError, BufferStats, SqliteStore, Store, StoredReading,
 };
 use gatewayd_core::{CommitError, Committed, Ingest};
+use gatewayd_edge::{Derived, EdgeHandle};
 use gatewayd_model::wire::{self, BatchWriter};
 use gatewayd_model::Reading;
 use gatewayd_uplink::{OutgoingBatch, UplinkEvent};
@@ -192,11 +193,24 @@ pub async fn run_writer(
     signals: Arc<Signals>,
     counters: Arc<WriterCounters>,
     abort: CancellationToken,
+    mut edge: Option<EdgeStage>,
 ) -> Result<(), PipelineError> {
     let delay = Duration::from_millis(cfg.commit_max_delay_ms);
     loop {
-        // Step 1: wait for the first submission of a group.
-        let Some(first) = rx.recv().await else {
+        // Step 1: wait for the first submission of a group, or for output
+        // the edge apps derived on their own (windows closed by time, …).
+        let first = match edge.as_mut() {
+            None => rx.recv().await,
+            Some(e) => tokio::select! {
+                biased;
+                i = rx.recv() => i,
+                Some(d) = e.derived.recv() => {
+                    commit_derived(&buffer, &e.handle, d, &signals, &abort).await;
+                    continue;
+                }
+            },
+        };
+        let Some(first) = first else {
             debug!("ingest queue closed and drained; writer done");
             return Ok(());
         };
@@ -248,7 +262,37 @@ pub async fn run_writer(
                 pending.push((ingest, readings));
             }
         }
-        // Step 4: append (one transaction), retrying what would block. The
+        // Step 4: the edge apps (pass, drop, transform, derive). What they
+        // derive is committed with the group, as a submission of its own.
+        let mut edge_token = None;
+        if let (Some(e), false) = (edge.as_ref(), pending.is_empty()) {
+            let (ingests, groups): (Vec<Ingest>, Vec<Vec<Reading>>) = pending.drain(..).unzip();
+            match e.handle.process(groups).await {
+                Ok(p) => {
+                    edge_token = p.token;
+                    pending = ingests.into_iter().zip(p.groups).collect();
+                    if !p.derived.is_empty() {
+                        pending.push((
+                            Ingest {
+                                readings: Vec::new(),
+                                reply: None,
+                            },
+                            p.derived,
+                        ));
+                    }
+                }
+                Err(err) => {
+                    // Only when the runtime thread is gone (it never fails a
+                    // group otherwise): the readings went down with it.
+                    warn!(error = %err, "edge-app runtime stopped");
+                    for i in ingests {
+                        reply(i, Err(CommitError::Closed));
+                    }
+                }
+            }
+        }
+        let mut group_ok = true;
+        // Step 5: append (one transaction), retrying what would block. The
         // readings move to the buffer thread and come back with the outcomes.
         while !pending.is_empty() {
             let (ingests, groups): (Vec<Ingest>, Vec<Vec<Reading>>) = pending.drain(..).unzip();
@@ -259,6 +303,7 @@ pub async fn run_writer(
                     for i in ingests {
                         reply(i, Err(CommitError::Storage(e.to_string())));
                     }
+                    group_ok = false;
                     break;
                 }
             };
@@ -279,7 +324,10 @@ pub async fn run_writer(
                         any_committed = true;
                         reply(ingest, Ok(Committed { first_seq, count }));
                     }
-                    AppendOutcome::Refused => reply(ingest, Err(CommitError::BufferFull)),
+                    AppendOutcome::Refused => {
+                        group_ok = false;
+                        reply(ingest, Err(CommitError::BufferFull))
+                    }
                     AppendOutcome::WouldBlock => blocked.push((ingest, readings)),
                 }
             }
@@ -289,7 +337,7 @@ pub async fn run_writer(
             if blocked.is_empty() {
                 break;
             }
-            // Step 5 (policy block): wait for the forwarder to free space.
+            // Step 6 (policy block): wait for the forwarder to free space.
             debug!(waiting = blocked.len(), "buffer full; blocking sources");
             tokio::select! {
                 _ = signals.freed.notified() => {}
@@ -301,10 +349,82 @@ pub async fn run_writer(
                     while let Ok(i) = rx.try_recv() {
                         reply(i, Err(CommitError::Closed));
                     }
+                    if let (Some(e), Some(t)) = (edge.as_ref(), edge_token) {
+                        e.handle.abandoned(t).await;
+                    }
                     return Ok(());
                 }
             }
             pending = blocked;
+        }
+        // Step 7: tell the apps their output is durable (or not).
+        if let (Some(e), Some(t)) = (edge.as_ref(), edge_token) {
+            if group_ok {
+                e.handle.committed(t).await;
+            } else {
+                e.handle.abandoned(t).await;
+            }
+        }
+    }
+}
+
+/// The edge-app runtime as the writer sees it.
+pub struct EdgeStage {
+    pub handle: EdgeHandle,
+    pub derived: mpsc::Receiver<Derived>,
+}
+
+/// Commits output the apps derived outside any submission, then confirms
+/// it to them. Retries while the buffer would block (policy `block`).
+async fn commit_derived(
+    buffer: &BufferHandle,
+    edge: &EdgeHandle,
+    d: Derived,
+    signals: &Signals,
+    abort: &CancellationToken,
+) {
+    let mut readings = d.readings;
+    readings.retain(|r| match wire::validate(r) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "edge apps derived an invalid reading; dropped");
+            false
+        }
+    });
+    let mut ok = true;
+    while !readings.is_empty() {
+        match buffer.append(vec![readings]).await {
+            Ok(mut a) => match a.outcomes.first() {
+                Some(AppendOutcome::Committed { .. }) => {
+                    signals.committed.notify_one();
+                    break;
+                }
+                Some(AppendOutcome::WouldBlock) => {
+                    readings = a.groups.pop().unwrap_or_default();
+                    tokio::select! {
+                        _ = signals.freed.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = abort.cancelled() => { ok = false; break; }
+                    }
+                }
+                _ => {
+                    warn!("buffer refused readings derived by edge apps");
+                    ok = false;
+                    break;
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "buffer append of derived readings failed");
+                ok = false;
+                break;
+            }
+        }
+    }
+    if let Some(t) = d.token {
+        if ok {
+            edge.committed(t).await;
+        } else {
+            edge.abandoned(t).await;
         }
     }
 }

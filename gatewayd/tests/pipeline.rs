@@ -55,6 +55,7 @@ fn rig(max_bytes: u64, when_full: FullPolicy) -> Rig {
         signals.clone(),
         Arc::new(WriterCounters::default()),
         stop.clone(),
+        None,
     ));
     let (batch_tx, batch_rx) = mpsc::channel(4);
     let (event_tx, event_rx) = mpsc::channel(16);

@@ -1,0 +1,40 @@
+//! Signed edge-app bundles (`.gwapp`).
+//!
+//! A bundle is a ustar archive holding `manifest.toml`, `signatures.toml`,
+//! the WebAssembly component and optional ONNX models. The manifest carries
+//! the sha256 of every other file, and the signatures cover the manifest
+//! bytes, so one signature covers the whole bundle. Signatures are ed25519
+//! or ML-DSA-65 (FIPS 204); a bundle may carry several, which lets a fleet
+//! move from one algorithm to the other without a format change.
+//!
+//! * [`Manifest`]: the app's declaration (what it reads, how, its limits).
+//! * [`Bundle::parse`]: structure and digests, no signature check.
+//! * [`TrustStore::verify`] / [`open_verified`]: the only way to a
+//!   [`VerifiedBundle`], which is what a gateway may run.
+//! * [`pack`] / [`add_signature`]: writing bundles.
+//! * [`SigningKey`] / [`PublicKey`]: key files.
+//!
+//! The format is described in the crate's README.md.
+
+#![forbid(unsafe_code)]
+
+mod bundle;
+mod error;
+mod glob;
+mod keys;
+mod manifest;
+mod trust;
+
+pub use bundle::{add_signature, open_verified, pack, Bundle, BundleLimits, VerifiedBundle};
+pub use error::ArtifactError;
+pub use glob::glob_match;
+pub use keys::{Algorithm, KeyId, PublicKey, Signature, SigningKey, SIGNING_DOMAIN};
+pub use manifest::{
+    AppInfo, Delivery, DeliveryMode, FailurePolicy, Limits, Manifest, ModelRef, Selector,
+};
+pub use trust::TrustStore;
+
+/// Name of the manifest inside a bundle.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// Name of the signature list inside a bundle.
+pub const SIGNATURES_FILE: &str = "signatures.toml";

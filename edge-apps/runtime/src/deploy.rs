@@ -1,0 +1,154 @@
+//! The deployment directory: the desired set of apps, as files.
+//!
+//! Every `*.gwapp` file in the directory is deployed; a file whose content
+//! changes is an upgrade; a file that disappears removes its app. Writers
+//! (`gatewayd apps deploy`, provisioning, later the D-Bus interface) put a
+//! bundle in place with write-to-temp + rename, so a scan never sees half a
+//! file. Files whose name starts with `.` are ignored.
+//!
+//! A refused bundle (bad signature, does not compile…) is reported once per
+//! content digest, and whatever was deployed under that name keeps running.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatewayd_artifact::{Bundle, BundleLimits};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::runtime::EdgeHandle;
+
+/// Reconciles the directory with the running apps, forever (until `stop`).
+pub async fn run_deploy_dir(
+    handle: EdgeHandle,
+    dir: PathBuf,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+        warn!(dir = %dir.display(), error = %e, "cannot create the deployment directory; not watching it");
+        return;
+    }
+    let mut scanner = Scanner::default();
+    loop {
+        scanner.scan(&handle, &dir).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Scanner {
+    /// Refused contents, reported once.
+    refused: HashSet<String>,
+}
+
+impl Scanner {
+    /// One reconciliation pass.
+    pub async fn scan(&mut self, handle: &EdgeHandle, dir: &Path) {
+        let limits = BundleLimits::default();
+        let mut present: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+        let mut rd = match tokio::fs::read_dir(dir).await {
+            Ok(rd) => rd,
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot read the deployment directory");
+                return;
+            }
+        };
+        while let Ok(Some(entry)) = rd.next_entry().await {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".gwapp") {
+                continue;
+            }
+            match tokio::fs::metadata(&path).await {
+                Ok(m) if m.is_file() && m.len() <= limits.max_bundle_bytes => {}
+                Ok(m) if m.is_file() => {
+                    self.refuse_once(
+                        handle,
+                        &path,
+                        "?",
+                        &format!("larger than {} bytes", limits.max_bundle_bytes),
+                        &format!("size:{}", m.len()),
+                    );
+                    continue;
+                }
+                _ => continue,
+            }
+            if let Ok(bytes) = tokio::fs::read(&path).await {
+                present.insert(path, bytes);
+            }
+        }
+        // Which app does each file hold? (Parsing is cheap; verification
+        // happens in deploy.)
+        let running: HashMap<String, String> = handle
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.bundle_sha256))
+            .collect();
+        let mut wanted: BTreeMap<String, (PathBuf, String, Vec<u8>)> = BTreeMap::new();
+        for (path, bytes) in present {
+            let sha = hex::encode(Sha256::digest(&bytes));
+            if self.refused.contains(&sha) {
+                continue;
+            }
+            let app = match Bundle::parse(&bytes, &limits) {
+                Ok(b) => b.manifest.app.name.clone(),
+                Err(e) => {
+                    self.refuse_once(handle, &path, "?", &e.to_string(), &sha);
+                    continue;
+                }
+            };
+            if let Some((other, _, _)) = wanted.get(&app) {
+                self.refuse_once(
+                    handle,
+                    &path,
+                    &app,
+                    &format!("app {app:?} is already deployed from {}", other.display()),
+                    &sha,
+                );
+                continue;
+            }
+            wanted.insert(app, (path, sha, bytes));
+        }
+        // Deploy new and changed.
+        for (app, (path, sha, bytes)) in &wanted {
+            if running.get(app) == Some(sha) {
+                continue;
+            }
+            match handle.deploy(bytes.clone()).await {
+                Ok(_) => {
+                    info!(file = %path.display(), %app, "deployed from the deployment directory");
+                }
+                Err(e) => self.refuse_once(handle, path, app, &e.to_string(), sha),
+            }
+        }
+        // Remove apps whose file is gone.
+        for (app, _) in running {
+            if !wanted.contains_key(&app) {
+                match handle.remove(&app).await {
+                    Ok(()) => info!(%app, "removed: its bundle left the deployment directory"),
+                    Err(e) => warn!(%app, error = %e, "could not remove app"),
+                }
+            }
+        }
+    }
+
+    fn refuse_once(
+        &mut self,
+        handle: &EdgeHandle,
+        path: &Path,
+        app: &str,
+        reason: &str,
+        key: &str,
+    ) {
+        if self.refused.insert(key.to_owned()) {
+            handle.report_refused(app, &path.display().to_string(), reason);
+        }
+    }
+}
