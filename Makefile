@@ -2,6 +2,7 @@
 #
 #   make deps    install what is missing (apt; needs root or sudo)
 #   make build   build every binary of the workspace (dev profile)
+#   make guests  build the example edge apps (wasm components) from source
 #   make test    deps, fmt check, clippy -D warnings, build, all tests
 #   make run     demo: cloud-bridge + gatewayd + simulated CoAP sensors
 #   make bench   criterion benchmarks + load harness (release)
@@ -14,16 +15,19 @@ CARGO ?= cargo
 export CARGO
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test run bench fuzz
+.PHONY: help deps build guests test run bench fuzz
 
 help:
-	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@bash .ci/deps.sh
 
 build:
 	$(CARGO) build --workspace --bins
+
+guests:
+	@bash edge-apps/build-guests.sh
 
 test: deps
 	@bash .ci/test.sh

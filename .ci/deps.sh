@@ -17,6 +17,13 @@ PACKAGES=(
     ca-certificates
     openssl             # the harness cross-checks its certificates with it
     curl                # `make run` examples
+    # Edge-app guests (wasm32-unknown-unknown) when rustup has no wasm32
+    # target: Debian's Rust (1.96) builds core/alloc from source
+    # (-Zbuild-std); see edge-apps/README.md.
+    rustc-web
+    cargo-web
+    rust-web-src
+    lld-22
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }

@@ -43,6 +43,9 @@ count_tests() {
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
+# The example and hostile edge apps, compiled from source to wasm components
+# (the runtime, componentize and end-to-end tests load them).
+step guests bash edge-apps/build-guests.sh
 # --no-fail-fast: report every failing test binary, not just the first.
 step test cargo test --workspace --no-fail-fast
 

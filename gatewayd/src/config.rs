@@ -336,6 +336,7 @@ mod tests {
             d.forwarder.batch_max_readings
         );
         assert_eq!(c.uplink.broker, d.uplink.broker);
+        assert_eq!(c.edge_apps, d.edge_apps, "[edge_apps] example = defaults");
         assert!(c.sources.contains_key("coap"));
     }
 

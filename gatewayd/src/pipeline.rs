@@ -265,7 +265,8 @@ pub async fn run_writer(
         // Step 4: the edge apps (pass, drop, transform, derive). What they
         // derive is committed with the group, as a submission of its own.
         let mut edge_token = None;
-        if let (Some(e), false) = (edge.as_ref(), pending.is_empty()) {
+        let edge_active = edge.as_ref().filter(|e| e.handle.is_active());
+        if let (Some(e), false) = (edge_active, pending.is_empty()) {
             let (ingests, groups): (Vec<Ingest>, Vec<Vec<Reading>>) = pending.drain(..).unzip();
             match e.handle.process(groups).await {
                 Ok(p) => {

@@ -100,6 +100,7 @@ pub struct EdgeHandle {
     limits: Arc<BundleLimits>,
     events: broadcast::Sender<AppEvent>,
     status: watch::Receiver<Vec<AppStatus>>,
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What starting the runtime gives the daemon.
@@ -192,6 +193,7 @@ impl EdgeRuntime {
                 }
             }
         }
+        let active = stage.activity();
         let (tx, rx) = mpsc::channel(64);
         let (derived_tx, derived_rx) = mpsc::channel(4);
         let (status_tx, status_rx) = watch::channel(stage.statuses());
@@ -221,6 +223,7 @@ impl EdgeRuntime {
                 limits,
                 events,
                 status: status_rx,
+                active,
             },
             derived: derived_rx,
             thread: EdgeThread {
@@ -300,6 +303,12 @@ impl EdgeHandle {
             .await
             .map_err(|_| EdgeError::Stopped)?;
         rx.await.map_err(|_| EdgeError::Stopped)?
+    }
+
+    /// Whether any app or detector is installed: when not, `process` would
+    /// hand the readings back unchanged, so callers may skip it.
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs the apps over one group of submissions.

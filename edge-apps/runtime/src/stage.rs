@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -199,6 +200,9 @@ pub struct Stage {
     next_token: u64,
     outbox: VecDeque<Derived>,
     events: broadcast::Sender<AppEvent>,
+    /// Whether `process` has anything to do (apps or detectors); read by
+    /// the writer to skip the round trip when not.
+    active: Arc<AtomicBool>,
 }
 
 /// Bound on derived outputs waiting for the writer before time-driven work
@@ -227,7 +231,25 @@ impl Stage {
             next_token: 1,
             outbox: VecDeque::new(),
             events,
+            active: Arc::new(AtomicBool::new(false)),
         }
+        .with_activity()
+    }
+
+    fn with_activity(self) -> Self {
+        self.update_activity();
+        self
+    }
+
+    fn update_activity(&self) {
+        self.active.store(
+            !self.slots.is_empty() || !self.anomaly.is_empty(),
+            Ordering::SeqCst,
+        );
+    }
+
+    pub fn activity(&self) -> Arc<AtomicBool> {
+        self.active.clone()
     }
 
     fn emit(&self, slot_name: &str, version: &str, kind: AppEventKind) {
@@ -351,6 +373,7 @@ impl Stage {
         })?;
         self.slots.push(new_slot);
         self.sort();
+        self.update_activity();
         match old_version {
             Some(from) => {
                 info!(app = %name, %from, to = %version, from_cache, "app upgraded");
@@ -419,6 +442,7 @@ impl Stage {
             .position(|s| s.name() == name)
             .ok_or_else(|| EdgeError::NotDeployed(name.into()))?;
         let mut old = self.slots.remove(i);
+        self.update_activity();
         let version = old.manifest().app.version.clone();
         let mut derived = Vec::new();
         let mut confirms = Vec::new();
