@@ -353,11 +353,15 @@ impl Stage {
                     token,
                 });
             }
-            // Key-value state and anything pending carry over by name.
+            // Key-value state and anything pending carry over by name. The
+            // old version's open window was just flushed (or, if that failed
+            // under `hold`, closed for a retry): the new version starts with
+            // an empty window, not the rows it loaded before the flush.
             new_slot.inst.kv = std::mem::take(&mut old.inst.kv);
             new_slot.next_win = old.next_win;
+            new_slot.window = OpenWindow::default();
             new_slot.closed_retry = old.closed_retry;
-            new_slot.closed_retry.extend(old.closed_inflight);
+            new_slot.closed_inflight = old.closed_inflight;
             new_slot.st.held = old.st.held;
             let old_sha = old.inst.prepared.bundle_sha256.clone();
             if old_sha != sha {

@@ -678,3 +678,91 @@ async fn key_value_store_survives_restart() {
     );
     assert!(rt.handle.list()[0].kv_bytes > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_a_window_app_flushes_its_window_once() {
+    let env = Env::new();
+    let mut rt = env.start();
+    let long = |v: &'static str| {
+        move |t: &mut toml::Table| {
+            set(t, &["delivery", "window_seconds"], 3600);
+            set(t, &["app", "version"], v);
+        }
+    };
+    rt.handle
+        .deploy(bundle_with("downsample", &env.key, long("1.0.0")))
+        .await
+        .unwrap();
+    let three: Vec<Reading> = (0..3).map(|i| temp("coap:a", i * SEC, 10.0)).collect();
+    rt.handle.process(vec![three]).await.unwrap();
+    rt.handle
+        .deploy(bundle_with("downsample", &env.key, long("1.1.0")))
+        .await
+        .unwrap();
+    let d = next_derived(&mut rt, Duration::from_secs(5))
+        .await
+        .expect("old window flushed");
+    let agg = d
+        .readings
+        .iter()
+        .find(|r| float(r, "temperature_count").is_some())
+        .unwrap();
+    assert_eq!(float(agg, "temperature_count"), Some(3.0));
+    rt.handle.committed(d.token.unwrap()).await;
+    // The new version's window holds only what came after the swap.
+    let two: Vec<Reading> = (3..5).map(|i| temp("coap:a", i * SEC, 20.0)).collect();
+    rt.handle.process(vec![two]).await.unwrap();
+    rt.handle.remove("downsample").await.unwrap();
+    let d = next_derived(&mut rt, Duration::from_secs(5))
+        .await
+        .expect("flushed on remove");
+    let agg = d
+        .readings
+        .iter()
+        .find(|r| float(r, "temperature_count").is_some())
+        .unwrap();
+    assert_eq!(float(agg, "temperature_count"), Some(2.0), "{d:?}");
+    assert_eq!(float(agg, "temperature_mean"), Some(20.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_output_not_confirmed_before_a_crash_is_produced_again() {
+    let env = Env::new();
+    let by_count = |t: &mut toml::Table| {
+        set(t, &["delivery", "window_seconds"], 0);
+        set(t, &["delivery", "window_readings"], 2);
+    };
+    {
+        let rt = env.start();
+        rt.handle
+            .deploy(bundle_with("downsample", &env.key, by_count))
+            .await
+            .unwrap();
+        let p = rt
+            .handle
+            .process(vec![vec![
+                temp("coap:a", SEC, 1.0),
+                temp("coap:a", 2 * SEC, 3.0),
+            ]])
+            .await
+            .unwrap();
+        assert_eq!(float(&p.derived[0], "temperature_mean"), Some(2.0));
+        // The writer never confirms (as if gatewayd died before its commit).
+        assert!(p.token.is_some());
+        drop(rt.handle);
+        rt.thread.join();
+    }
+    let mut rt = env.start();
+    let d = next_derived(&mut rt, Duration::from_secs(5))
+        .await
+        .expect("re-produced");
+    assert_eq!(float(&d.readings[0], "temperature_mean"), Some(2.0));
+    rt.handle.committed(d.token.unwrap()).await;
+    // Confirmed now: a further restart produces nothing.
+    drop(rt.handle);
+    rt.thread.join();
+    let mut rt = env.start();
+    assert!(next_derived(&mut rt, Duration::from_millis(1500))
+        .await
+        .is_none());
+}
