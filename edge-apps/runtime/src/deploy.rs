@@ -43,8 +43,12 @@ pub async fn run_deploy_dir(
 
 #[derive(Default)]
 pub struct Scanner {
-    /// Refused contents, reported once.
-    refused: HashSet<String>,
+    /// Refused contents (by digest), reported once, with the app they
+    /// claim when known: a refused file still claims its app name, so the
+    /// running version is kept, not removed.
+    refused: HashMap<String, Option<String>>,
+    /// Other problems already reported (duplicates, oversized files).
+    reported: HashSet<String>,
 }
 
 impl Scanner {
@@ -69,12 +73,12 @@ impl Scanner {
             match tokio::fs::metadata(&path).await {
                 Ok(m) if m.is_file() && m.len() <= limits.max_bundle_bytes => {}
                 Ok(m) if m.is_file() => {
-                    self.refuse_once(
+                    self.report_once(
                         handle,
                         &path,
                         "?",
                         &format!("larger than {} bytes", limits.max_bundle_bytes),
-                        &format!("size:{}", m.len()),
+                        format!("size:{}:{}", path.display(), m.len()),
                     );
                     continue;
                 }
@@ -92,25 +96,31 @@ impl Scanner {
             .map(|s| (s.name, s.bundle_sha256))
             .collect();
         let mut wanted: BTreeMap<String, (PathBuf, String, Vec<u8>)> = BTreeMap::new();
+        // App names some file in the directory claims, usable or not.
+        let mut claimed: HashSet<String> = HashSet::new();
         for (path, bytes) in present {
             let sha = hex::encode(Sha256::digest(&bytes));
-            if self.refused.contains(&sha) {
+            if let Some(app) = self.refused.get(&sha) {
+                claimed.extend(app.clone());
                 continue;
             }
             let app = match Bundle::parse(&bytes, &limits) {
                 Ok(b) => b.manifest.app.name.clone(),
                 Err(e) => {
-                    self.refuse_once(handle, &path, "?", &e.to_string(), &sha);
+                    self.refuse(handle, &path, None, &e.to_string(), &sha);
                     continue;
                 }
             };
+            claimed.insert(app.clone());
             if let Some((other, _, _)) = wanted.get(&app) {
-                self.refuse_once(
+                // Not remembered as refused: if the other file goes, this
+                // one is the app's bundle.
+                self.report_once(
                     handle,
                     &path,
                     &app,
                     &format!("app {app:?} is already deployed from {}", other.display()),
-                    &sha,
+                    format!("dup:{sha}:{}", other.display()),
                 );
                 continue;
             }
@@ -125,12 +135,13 @@ impl Scanner {
                 Ok(_) => {
                     info!(file = %path.display(), %app, "deployed from the deployment directory");
                 }
-                Err(e) => self.refuse_once(handle, path, app, &e.to_string(), sha),
+                Err(e) => self.refuse(handle, path, Some(app), &e.to_string(), sha),
             }
         }
-        // Remove apps whose file is gone.
+        // Remove apps no file claims any more. (A refused replacement
+        // keeps the running version.)
         for (app, _) in running {
-            if !wanted.contains_key(&app) {
+            if !claimed.contains(&app) {
                 match handle.remove(&app).await {
                     Ok(()) => info!(%app, "removed: its bundle left the deployment directory"),
                     Err(e) => warn!(%app, error = %e, "could not remove app"),
@@ -139,15 +150,32 @@ impl Scanner {
         }
     }
 
-    fn refuse_once(
+    fn refuse(
+        &mut self,
+        handle: &EdgeHandle,
+        path: &Path,
+        app: Option<&str>,
+        reason: &str,
+        sha: &str,
+    ) {
+        if self
+            .refused
+            .insert(sha.to_owned(), app.map(str::to_owned))
+            .is_none()
+        {
+            handle.report_refused(app.unwrap_or("?"), &path.display().to_string(), reason);
+        }
+    }
+
+    fn report_once(
         &mut self,
         handle: &EdgeHandle,
         path: &Path,
         app: &str,
         reason: &str,
-        key: &str,
+        key: String,
     ) {
-        if self.refused.insert(key.to_owned()) {
+        if self.reported.insert(key) {
             handle.report_refused(app, &path.display().to_string(), reason);
         }
     }
