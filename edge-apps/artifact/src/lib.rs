@@ -38,3 +38,23 @@ pub use trust::TrustStore;
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// Name of the signature list inside a bundle.
 pub const SIGNATURES_FILE: &str = "signatures.toml";
+
+/// The fuzzed entry point: `data` as a bundle archive (parsed, then
+/// verified against an empty and a one-key trust store), as a manifest,
+/// and as public and signing key files. Everything must end in `Ok` or a
+/// clear error; a panic is a bug. Used by `fuzz/` and the seed-corpus test.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let limits = BundleLimits::default();
+    if let Ok(b) = Bundle::parse(data, &limits) {
+        let _ = TrustStore::new(Vec::new(), Vec::new()).verify(b.clone());
+        if let Ok(key) = SigningKey::from_seed(Algorithm::Ed25519, &[7; 32]) {
+            let _ = TrustStore::new(vec![key.public()], Vec::new()).verify(b);
+        }
+    }
+    let _ = Manifest::parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = PublicKey::from_toml_str(text);
+        let _ = SigningKey::from_toml_str(text);
+    }
+}
