@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: the criterion micro-benchmarks (cargo bench -p gatewayd-bench),
-# then the load harness: release builds of cloud-bridge (embedded broker +
-# SQLite) and gatewayd on loopback, driven by gatewayd-load. Reports (text
-# and JSON) go to .run/bench/.
+# `make bench`: the criterion micro-benchmarks (cargo bench -p gatewayd-bench:
+# codec, buffer and edge; edge needs the edge-app guests, so
+# edge-apps/build-guests.sh runs first), then the load harness: release
+# builds of cloud-bridge (embedded broker + SQLite) and gatewayd on loopback,
+# driven by gatewayd-load. Reports (text and JSON) go to .run/bench/.
 #
 # Knobs (environment): BENCH_SKIP_CRITERION=1, BENCH_PROFILE=dev (quicker
 # build, slower binaries; default release), LOAD_PROFILES (default
@@ -13,6 +14,8 @@ cd "$(dirname "$0")/.."
 source .ci/lib.sh
 
 if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
+    say "==> edge-app guests (for the edge benchmark)"
+    bash edge-apps/build-guests.sh
     say "==> criterion benchmarks"
     "$CARGO" bench -p gatewayd-bench
 fi

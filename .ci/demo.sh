@@ -2,6 +2,20 @@
 # `make run`: cloud-bridge (embedded MQTT broker + SQLite), gatewayd and a
 # simulated fleet of CoAP sensors, on loopback, with the configs in
 # docs/demo/. State and logs in .run/. Ctrl-C stops everything.
+#
+# Edge apps: the example guests are built (edge-apps/build-guests.sh), signed
+# with a demo key made in .run/edge/ (trusted by docs/demo/gatewayd.toml) and
+# deployed into the running gatewayd with `gatewayd apps deploy`:
+# threshold-alert (temperature above 30 °C), downsample (10 s aggregates of
+# the coap:sim-* sensors, docs/demo/apps/) and vibration-anomaly (the
+# vibration-ae ONNX model). The fleet adds coap:boiler-1, which overheats
+# every minute, and coap:pump-1, whose vibration is anomalous every 5th
+# window; once an alert, an aggregate and an anomaly score have reached the
+# cloud API the script prints them.
+#
+# Knobs (environment): DEMO_SENSORS (default 5), DEMO_SECONDS (stop that
+# many seconds after the demo is up; default: run until Ctrl-C), DEMO_EDGE_WAIT
+# (seconds to wait for the edge-app output to reach the cloud, default 120).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/lib.sh
@@ -9,6 +23,15 @@ source .ci/lib.sh
 CB_CONFIG=docs/demo/cloud-bridge.toml
 GW_CONFIG=docs/demo/gatewayd.toml
 SENSORS="${DEMO_SENSORS:-5}"
+DEMO_SECONDS="${DEMO_SECONDS:-}"
+EDGE_WAIT="${DEMO_EDGE_WAIT:-120}"
+# The demo signing key (PREFIX.key / PREFIX.pub) and the signed bundles.
+EDGE_DIR=.run/edge
+EDGE_KEY=$EDGE_DIR/demo-signing
+case $DEMO_SECONDS in ""|*[!0-9]*) [ -z "$DEMO_SECONDS" ] || die "DEMO_SECONDS must be a whole number of seconds" ;; esac
+case $EDGE_WAIT in ""|*[!0-9]*) die "DEMO_EDGE_WAIT must be a whole number of seconds" ;; esac
+grep -qF "\"$EDGE_KEY.pub\"" "$GW_CONFIG" \
+    || die "$GW_CONFIG must trust the demo key: [edge_apps] trusted_keys = [\"$EDGE_KEY.pub\"]"
 
 for f in "$CB_CONFIG" "$GW_CONFIG"; do [ -f "$f" ] || die "missing $f"; done
 # Ports from the configs (defaults: what the demo configs say today).
@@ -28,8 +51,35 @@ for p in "$MQTT_PORT" "$HTTP_PORT"; do
 done
 
 say "==> building (dev profile)"
-"$CARGO" build -p gatewayd -p cloud-bridge -p gatewayd-bench --bins
+"$CARGO" build -p gatewayd -p cloud-bridge -p gatewayd-bench -p gatewayd-artifact --bins
 BIN="$TARGET_DIR/debug"
+
+mkdir -p .run
+say "==> building the edge-app guests (edge-apps/build-guests.sh, log: .run/build-guests.log)"
+bash edge-apps/build-guests.sh >.run/build-guests.log 2>&1 \
+    || { tail -n 30 .run/build-guests.log >&2; die "building the guests failed; full log: .run/build-guests.log"; }
+COMPONENTS="$TARGET_DIR/edge-apps/components"
+MODEL=edge-apps/models/vibration-ae/model.onnx
+
+say "==> signing the demo apps (key $EDGE_KEY.key)"
+mkdir -p "$EDGE_DIR"
+if [ ! -f "$EDGE_KEY.key" ] || [ ! -f "$EDGE_KEY.pub" ]; then
+    rm -f "$EDGE_KEY.key" "$EDGE_KEY.pub"
+    "$BIN/gatewayd-app" keygen --algorithm ed25519 --out "$EDGE_KEY" --comment "make run demo key" >&2
+fi
+# pack_app NAME MANIFEST [gatewayd-app pack args...]
+pack_app() {
+    local name=$1 manifest=$2
+    shift 2
+    [ -f "$COMPONENTS/$name.wasm" ] || die "$COMPONENTS/$name.wasm missing after build-guests.sh"
+    "$BIN/gatewayd-app" pack --manifest "$manifest" --module "$COMPONENTS/$name.wasm" \
+        --key "$EDGE_KEY.key" --out "$EDGE_DIR/$name.gwapp" "$@"
+}
+# unit-convert is left out: it would turn every temperature into kelvin.
+pack_app threshold-alert "$COMPONENTS/threshold-alert.manifest.toml"
+pack_app downsample docs/demo/apps/downsample.manifest.toml
+pack_app vibration-anomaly "$COMPONENTS/vibration-anomaly.manifest.toml" --model "vibration-ae=$MODEL"
+EDGE_APPS=(threshold-alert downsample vibration-anomaly)
 
 mkdir -p .run/cloud-bridge .run/gatewayd
 pids=()
@@ -64,11 +114,92 @@ for ((i = 0; ; i++)); do
     sleep 0.1
 done
 
-say "==> starting $SENSORS simulated CoAP sensors (log: .run/fleet.log)"
-"$BIN/gatewayd-load" --demo --sensors "$SENSORS" --target "$COAP" \
+say "==> deploying the edge apps"
+for app in "${EDGE_APPS[@]}"; do
+    "$BIN/gatewayd" --config "$GW_CONFIG" apps deploy "$EDGE_DIR/$app.gwapp" >&2
+done
+# The daemon picks the bundles up from its deployment directory; wait until
+# its registry (apps.db) has every one.
+for ((i = 0; ; i++)); do
+    listed=$("$BIN/gatewayd" --config "$GW_CONFIG" apps list 2>/dev/null || true)
+    missing=()
+    for app in "${EDGE_APPS[@]}"; do
+        grep -q "^$app " <<<"$listed" || missing+=("$app")
+    done
+    [ "${#missing[@]}" -eq 0 ] && break
+    kill -0 "$gw_pid" 2>/dev/null || { say "gatewayd exited while deploying the apps:"; tail -n 40 .run/gatewayd.log >&2; exit 1; }
+    [ "$i" -lt 300 ] || { say "apps not deployed within 30s: ${missing[*]}; last lines of .run/gatewayd.log:"; tail -n 40 .run/gatewayd.log >&2; exit 1; }
+    sleep 0.1
+done
+say "$listed"
+
+say "==> starting $SENSORS simulated CoAP sensors + boiler-1 and pump-1 (log: .run/fleet.log)"
+fleet_start_us=$(date +%s%6N)
+"$BIN/gatewayd-load" --demo --edge-demo --sensors "$SENSORS" --target "$COAP" \
     --cloud "http://127.0.0.1:$HTTP_PORT" > >(tee -a .run/fleet.log) 2>&1 </dev/null &
 fleet_pid=$!
 pids+=("$fleet_pid")
+
+# show TITLE DEVICE MEASUREMENT [JQ-CONDITION]: waits (bounded by $EDGE_WAIT
+# from the fleet's start) until the cloud API has a reading of DEVICE
+# carrying MEASUREMENT (and meeting the condition), stored since the fleet
+# started, then prints the command and that reading. Sets edge_ok=0 when it
+# does not come.
+show() {
+    local title=$1 device=$2 measurement=$3 cond=${4:-} body found
+    local url="localhost:$HTTP_PORT/api/v1/devices/$device/readings?since=$fleet_start_us&limit=5000"
+    local filter="[.readings[] | select(any(.measurements[]; .name == \"$measurement\")${cond:+ and $cond})] | first"
+    say ""
+    say "--- $title"
+    if command -v jq >/dev/null; then
+        say "\$ curl -s '$url' | jq -c '$filter'"
+    else
+        say "\$ curl -s '$url'   (install jq to pick the reading out)"
+    fi
+    while :; do
+        body=$(curl -sf --max-time 5 "http://$url" || true)
+        found=""
+        if [ -n "$body" ]; then
+            if command -v jq >/dev/null; then
+                found=$(jq -c "$filter // empty" <<<"$body" 2>/dev/null || true)
+            elif grep -qF "\"name\":\"$measurement\"" <<<"$body"; then
+                found=$(head -c 2000 <<<"$body")
+            fi
+        fi
+        if [ -n "$found" ]; then
+            say "$found"
+            return 0
+        fi
+        if ! kill -0 "$cb_pid" 2>/dev/null || ! kill -0 "$gw_pid" 2>/dev/null; then
+            say "(not there, and cloud-bridge or gatewayd has stopped: see .run/*.log)"
+            edge_ok=0
+            return 0
+        fi
+        if [ $(($(date +%s) - fleet_start_us / 1000000)) -ge "$EDGE_WAIT" ]; then
+            say "(no $measurement reading of $device after ${EDGE_WAIT}s: see .run/gatewayd.log)"
+            edge_ok=0
+            return 0
+        fi
+        sleep 1
+    done
+}
+
+say ""
+say "==> waiting (up to ${EDGE_WAIT}s) for the edge apps' output in the cloud API"
+edge_ok=1
+# (A full window: the first one may have started before the fleet did.)
+show "downsample: a 10 s aggregate of coap:sim-0 (temperature_mean/_min/_max/_count)" \
+    coap:sim-0 temperature_mean 'any(.measurements[]; .name == "temperature_count" and .value >= 5)'
+show "vibration-anomaly: the anomaly score of a 32-sample window of coap:pump-1" coap:pump-1 anomaly_score
+show "vibration-anomaly: a critical alert (a window with a spike)" coap:pump-1 alert
+show "threshold-alert: coap:boiler-1 went above 30 °C" coap:boiler-1 alert
+say ""
+if [ "$edge_ok" = 1 ]; then
+    say "==> edge apps: all output seen in the cloud"
+else
+    say "==> edge apps: some output did not show up (the demo keeps running; see above)"
+fi
+say "$("$BIN/gatewayd" --config "$GW_CONFIG" apps list 2>&1 || true)"
 
 cat <<MSG
 
@@ -79,14 +210,24 @@ gatewayd demo is running. Look at:
     curl -s localhost:$HTTP_PORT/api/v1/gateways
     curl -s localhost:$HTTP_PORT/api/v1/devices
     curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?limit=5'
+  edge apps        $BIN/gatewayd --config $GW_CONFIG apps list   (also: deploy BUNDLE, remove NAME)
+    alerts:        curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:boiler-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "alert"))'
+    anomaly scores: curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:pump-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "anomaly_score")) | [.time, .measurements[0].value]'
+    aggregates:    curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "temperature_mean"))'
   post your own reading (libcoap):
     coap-client -m post -t 110 -e '[{"bn":"my-sensor/","n":"temperature","u":"Cel","v":22.5}]' coap://$COAP/telemetry
   logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log
-  state           .run/cloud-bridge/ (SQLite)  .run/gatewayd/ (buffer)
+  state           .run/cloud-bridge/ (SQLite)  .run/gatewayd/ (buffer, apps/)  .run/edge/ (demo key, bundles)
 
-Ctrl-C stops everything.
+$(if [ -n "$DEMO_SECONDS" ]; then echo "Stopping after ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops earlier."; else echo "Ctrl-C stops everything."; fi)
 
 MSG
+
+if [ -n "$DEMO_SECONDS" ]; then
+    sleep "$DEMO_SECONDS" &
+    timer_pid=$!
+    pids+=("$timer_pid")
+fi
 
 # Until Ctrl-C, or until one of them exits on its own. (gatewayd-load
 # handles SIGINT itself, prints its report and exits; that ends the demo too.)
@@ -103,4 +244,5 @@ for pid in "$cb_pid" "$gw_pid"; do
         esac
     fi
 done
+[ "$edge_ok" = 1 ] || status=1
 exit "$status"

@@ -3,7 +3,8 @@
 //!
 //! * `edge_process/<app>/<n>`: `EdgeHandle::process` over one group of n
 //!   temperature readings (n = 1, 10, 100, 1000) with no app deployed
-//!   (`none`: the channel hop to the runtime thread and back), with
+//!   (`none`: the channel hop to the runtime thread and back, which the
+//!   daemon skips when nothing is deployed), with
 //!   `sample-every-n` (hand-written WAT, `every = 1`: passes everything),
 //!   `unit-convert` (Rust guest, replaces every reading) and
 //!   `threshold-alert` (Rust guest, per-device state through the key-value
@@ -13,9 +14,10 @@
 //! * `edge_anomaly/*`: one window of 32 vibration readings: through the
 //!   `vibration-anomaly` app (window delivery, one `infer` on the committed
 //!   ONNX model, window persisted in `apps.db` and confirmed with
-//!   `committed`), through the runtime's declarative detector
-//!   (`[[edge_apps.anomaly]]`), `AnomalyStage::observe` alone, and the bare
-//!   model run.
+//!   `committed`), the same app with stream delivery (it keeps its block of
+//!   32 in memory: no `apps.db` writes), through the runtime's declarative
+//!   detector (`[[edge_apps.anomaly]]`), `AnomalyStage::observe` alone, and
+//!   the bare model run.
 //! * `edge_start/*`: `deploy` of a bundle into a fresh state directory
 //!   (empty compiled cache) until the app is installed, vs `EdgeRuntime::start`
 //!   over a state directory that already has the app (restored from the
@@ -54,7 +56,13 @@ fn guest_dir() -> PathBuf {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|t| if t.is_relative() { workspace().join(t) } else { t })
+        .map(|t| {
+            if t.is_relative() {
+                workspace().join(t)
+            } else {
+                t
+            }
+        })
         .unwrap_or_else(|| workspace().join("target"));
     target.join("edge-apps/components")
 }
@@ -158,6 +166,20 @@ fn stop(rt: EdgeRuntime) {
     thread.join();
 }
 
+/// The app statuses once `n` apps are listed (bounded wait: `deploy`
+/// may return before the status list shows the new app).
+fn statuses(rt: &EdgeRuntime, n: usize) -> Vec<gatewayd_edge::AppStatus> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = rt.handle.list();
+        if st.len() >= n || Instant::now() > deadline {
+            assert_eq!(st.len(), n, "{st:?}");
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A reading as a CoAP sensor sends it: one temperature, in range.
 fn temperature(i: usize) -> Reading {
     Reading::new(
@@ -247,8 +269,7 @@ fn process(c: &mut Criterion) {
             });
         }
         if app.is_some() {
-            let st = rt.handle.list();
-            assert_eq!(st.len(), 1);
+            let st = statuses(&rt, 1);
             assert_eq!(st[0].failures, 0, "{label}: {:?}", st[0].last_error);
         }
         stop(rt);
@@ -270,8 +291,11 @@ fn anomaly(c: &mut Criterion) {
         let _enter = trt.enter();
         env.start(&env.dir.path().join("app"))
     };
-    trt.block_on(rt.handle.deploy(bundle("vibration-anomaly", &env.key, |_| {})))
-        .expect("deploy vibration-anomaly");
+    trt.block_on(
+        rt.handle
+            .deploy(bundle("vibration-anomaly", &env.key, |_| {})),
+    )
+    .expect("deploy vibration-anomaly");
     let mut start = 0i64;
     let run_window = |start: &mut i64| {
         let w = vibration_window(*start);
@@ -302,7 +326,47 @@ fn anomaly(c: &mut Criterion) {
             t0.elapsed()
         })
     });
-    let st = rt.handle.list();
+    let st = statuses(&rt, 1);
+    assert_eq!(st[0].failures, 0, "{:?}", st[0].last_error);
+    stop(rt);
+
+    // The same app with stream delivery: it keeps its own per-device block
+    // of 32 in memory, so this is the WASM call + inference without the
+    // window's persistence in apps.db.
+    let env = Env::new();
+    let rt = {
+        let _enter = trt.enter();
+        env.start(&env.dir.path().join("app-stream"))
+    };
+    let b = bundle("vibration-anomaly", &env.key, |t| {
+        let mut d = toml::Table::new();
+        d.insert("mode".into(), "stream".into());
+        t.insert("delivery".into(), d.into());
+    });
+    trt.block_on(rt.handle.deploy(b))
+        .expect("deploy vibration-anomaly (stream)");
+    let mut start = 0i64;
+    let p = trt
+        .block_on(rt.handle.process(vec![vibration_window(start)]))
+        .unwrap();
+    assert_eq!(
+        p.derived.len(),
+        1,
+        "one score per 32 samples: {:?}",
+        p.derived
+    );
+    assert!(p.token.is_none());
+    group.bench_function("app_vibration_anomaly_stream", |b| {
+        b.iter_batched(
+            || {
+                start += WINDOW as i64;
+                vec![vibration_window(start)]
+            },
+            |groups| trt.block_on(rt.handle.process(groups)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let st = statuses(&rt, 1);
     assert_eq!(st[0].failures, 0, "{:?}", st[0].last_error);
     stop(rt);
 
@@ -390,7 +454,8 @@ fn start(c: &mut Criterion) {
                     let t0 = Instant::now();
                     trt.block_on(rt.handle.deploy(b.clone())).expect("deploy");
                     spent += t0.elapsed();
-                    assert!(!rt.handle.list()[0].compiled_from_cache);
+                    let st = statuses(&rt, 1);
+                    assert!(!st[0].compiled_from_cache, "{st:?}");
                     stop(rt);
                     std::fs::remove_dir_all(&state).ok();
                 }

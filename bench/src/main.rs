@@ -7,6 +7,7 @@
 //! gatewayd-load --sensors 200 --rate 2000 --duration 30 --confirmable \
 //!     --target 127.0.0.1:5683 --cloud http://127.0.0.1:8080 --rss-pid $(pidof gatewayd)
 //! gatewayd-load --demo            # a few slow sensors until Ctrl-C (make run)
+//! gatewayd-load --demo --edge-demo   # … plus a hot boiler and a vibrating pump
 //! ```
 //!
 //! Exit status: 0 fine; 1 error; 2 the run found a problem: no successful
@@ -15,6 +16,7 @@
 
 mod cloud;
 mod coap;
+mod edge_demo;
 mod histo;
 mod rss;
 mod senml;
@@ -99,6 +101,11 @@ struct Args {
     /// --status-every seconds.
     #[arg(long)]
     demo: bool,
+    /// Also simulate `coap:boiler-1` (temperature crossing 30 °C every
+    /// minute) and `coap:pump-1` (vibration windows, every 5th anomalous),
+    /// for the edge apps of `make run`.
+    #[arg(long)]
+    edge_demo: bool,
     /// Seconds between status lines (demo mode; 0 = none in load mode).
     #[arg(long)]
     status_every: Option<f64>,
@@ -472,6 +479,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             client.clone(),
             shared.clone(),
             start,
+            stop_rx.clone(),
+        ));
+    }
+    if args.edge_demo {
+        eprintln!("gatewayd-load: {}", edge_demo::describe());
+        let end = plan.duration.map(|d| start + d);
+        sensors.spawn(edge_demo::boiler_task(
+            client.clone(),
+            start,
+            end,
+            stop_rx.clone(),
+        ));
+        sensors.spawn(edge_demo::pump_task(
+            client.clone(),
+            args.seed,
+            start,
+            end,
             stop_rx.clone(),
         ));
     }

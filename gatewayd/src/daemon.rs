@@ -195,6 +195,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> a
         sources: health_sources,
         buffer: buffer.clone(),
     };
+    // Ready once every source has left `Starting` (bound its sockets …), so
+    // "gatewayd running" means devices can be served. Bounded: a source
+    // that takes longer is reported by the health log, not waited for.
+    let ready = async {
+        for (_, state) in &health.sources {
+            let mut st = state.clone();
+            let _ = st.wait_for(|s| *s != SourceState::Starting).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .is_err()
+    {
+        warn!("a source is still starting after 10 s");
+    }
     info!(gateway = %gateway_id, sources = sources.len(), "gatewayd running");
 
     // Run until shutdown (or a source dies).

@@ -258,12 +258,15 @@ fn run(
                 bundle,
                 reply,
             } => {
-                let _ = reply.send(stage.install(*prepared, &bundle));
-                changed = true;
+                // Status first, so `list()` after `deploy().await` sees it.
+                let r = stage.install(*prepared, &bundle);
+                status_tx.send_replace(stage.statuses());
+                let _ = reply.send(r);
             }
             Request::Remove { name, reply } => {
-                let _ = reply.send(stage.remove(&name));
-                changed = true;
+                let r = stage.remove(&name);
+                status_tx.send_replace(stage.statuses());
+                let _ = reply.send(r);
             }
             Request::Tick => {
                 if let Err(e) = stage.tick() {

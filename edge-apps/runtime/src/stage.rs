@@ -420,6 +420,15 @@ impl Stage {
         for r in window_readings {
             push_window(&mut window, r, &prepared.manifest);
         }
+        if prepared.manifest.delivery.window_seconds > 0 && !window.readings.is_empty() {
+            // A time window interrupted by a restart: its period is unknown
+            // now (it was aligned to the wall clock at arrival), so it closes
+            // at the next tick with what it holds rather than mixing with
+            // the new period's readings.
+            let times = window.readings.iter().map(|r| r.time.as_micros());
+            window.start_us = times.clone().min().unwrap_or(0);
+            window.end_us = now_us();
+        }
         Ok(Slot {
             inst: AppInstance::new(prepared, kv, self.cfg.log_lines_per_call),
             health: Health::default(),

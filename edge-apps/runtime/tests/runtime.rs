@@ -161,7 +161,7 @@ async fn downsample_window_closes_by_time_and_drops_raw_readings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_window_survives_a_restart() {
+async fn open_window_survives_a_restart_and_closes_after_it() {
     let env = Env::new();
     {
         let rt = env.start();
