@@ -31,7 +31,6 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{
@@ -39,7 +38,7 @@ use criterion::{
 };
 use gatewayd_artifact::{pack, Algorithm, SigningKey};
 use gatewayd_edge::{AnomalySection, EdgeConfig, EdgePaths, EdgeRuntime};
-use gatewayd_ml::{AnomalyConfig, AnomalyStage, Model, Tensor};
+use gatewayd_ml::AnomalyConfig;
 use gatewayd_model::{DeviceId, Measurement, Reading, Timestamp, Transport};
 
 const WINDOW: usize = 32;
@@ -400,27 +399,8 @@ fn anomaly(c: &mut Criterion) {
     });
     stop(rt);
 
-    // AnomalyStage::observe alone, and the bare model.
-    let model = Arc::new(Model::load("vibration-ae", &model_bytes()).expect("model"));
-    let cfg = AnomalyConfig {
-        device: "coap:pump-*".into(),
-        ..AnomalyConfig::new("pump", "vibration", WINDOW, THRESHOLD)
-    };
-    let mut stage = AnomalyStage::new(cfg, Arc::clone(&model)).expect("anomaly stage");
-    let readings = vibration_window(0);
-    group.bench_function("stage_observe", |b| {
-        b.iter(|| {
-            let mut emitted = 0;
-            for r in &readings {
-                emitted += stage.observe(black_box(r)).unwrap().len();
-            }
-            assert_eq!(emitted, 1);
-        })
-    });
-    let x = Tensor::new(vec![1, WINDOW], window_values()).unwrap();
-    group.bench_function("model_run", |b| {
-        b.iter(|| model.run(black_box(&x)).unwrap())
-    });
+    // The bare model and `AnomalyStage::observe` alone are measured by the
+    // ml crate's own bench (`cargo bench -p gatewayd-ml`).
     group.finish();
 }
 

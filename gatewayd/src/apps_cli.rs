@@ -7,7 +7,6 @@
 //! `remove` deletes it; `list` shows the deployment directory and the
 //! registry the daemon keeps in `apps.db`.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -28,13 +27,8 @@ pub fn deploy(config: &Config, bundle: &Path) -> anyhow::Result<String> {
     let dir = config.edge_paths().deploy_dir;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let target = dir.join(format!("{}.gwapp", m.app.name));
-    let tmp = dir.join(format!(".{}.gwapp.tmp", m.app.name));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &target).with_context(|| format!("cannot place {}", target.display()))?;
+    gatewayd_artifact::write_atomic(&target, &bytes)
+        .with_context(|| format!("cannot place {}", target.display()))?;
     Ok(format!(
         "{} {} placed in {} (signed by {})",
         m.app.name,

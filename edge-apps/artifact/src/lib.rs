@@ -20,14 +20,13 @@
 
 mod bundle;
 mod error;
-mod glob;
 mod keys;
 mod manifest;
 mod trust;
 
 pub use bundle::{add_signature, open_verified, pack, Bundle, BundleLimits, VerifiedBundle};
 pub use error::ArtifactError;
-pub use glob::glob_match;
+pub use gatewayd_model::glob_match;
 pub use keys::{Algorithm, KeyId, PublicKey, Signature, SigningKey, SIGNING_DOMAIN};
 pub use manifest::{
     AppInfo, Delivery, DeliveryMode, FailurePolicy, Limits, Manifest, ModelRef, Selector,
@@ -57,4 +56,39 @@ pub fn fuzz_parse(data: &[u8]) {
         let _ = PublicKey::from_toml_str(text);
         let _ = SigningKey::from_toml_str(text);
     }
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory
+/// (`.<name>.tmp-<pid>`, ignored by the deployment-directory scanner), an
+/// fsync and a rename, so a reader sees the old file or the whole new one.
+/// Used for bundles, the runtime's installed bundles and compiled cache.
+pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a file path", path.display()),
+        )
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{toml_error, ArtifactError};
-use crate::glob::glob_match;
+use gatewayd_model::glob_match;
 
 /// The only manifest schema this crate reads.
 pub const SCHEMA: u32 = 1;

@@ -17,7 +17,6 @@
 mod anomaly;
 mod cache;
 mod error;
-mod glob;
 mod model;
 mod tensor;
 #[cfg(test)]
@@ -26,6 +25,6 @@ mod testonnx;
 pub use anomaly::{AnomalyConfig, AnomalyStage, AnomalyStats, Normalize, ScoreKind};
 pub use cache::ModelCache;
 pub use error::MlError;
-pub use glob::glob_match;
+pub use gatewayd_model::glob_match;
 pub use model::Model;
 pub use tensor::{Tensor, MAX_ELEMENTS, MAX_RANK};

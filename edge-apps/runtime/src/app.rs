@@ -235,10 +235,7 @@ impl host::Host for HostState {
     }
 
     fn now_us(&mut self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0)
+        crate::stage::now_us()
     }
 
     fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {

@@ -41,6 +41,18 @@ pub async fn run_deploy_dir(
     }
 }
 
+/// What a scan learned about one file, kept while its size and
+/// modification time stay the same (writers rename a new file into place,
+/// which changes both), so an unchanged directory costs a `stat` per file.
+#[derive(Debug, Clone)]
+struct Seen {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    sha256: String,
+    /// The app the bundle claims; `None` if it does not even parse.
+    app: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Scanner {
     /// Refused contents (by digest), reported once, with the app they
@@ -49,13 +61,14 @@ pub struct Scanner {
     refused: HashMap<String, Option<String>>,
     /// Other problems already reported (duplicates, oversized files).
     reported: HashSet<String>,
+    seen: HashMap<PathBuf, Seen>,
 }
 
 impl Scanner {
     /// One reconciliation pass.
     pub async fn scan(&mut self, handle: &EdgeHandle, dir: &Path) {
         let limits = BundleLimits::default();
-        let mut present: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+        let mut files: BTreeMap<PathBuf, Seen> = BTreeMap::new();
         let mut rd = match tokio::fs::read_dir(dir).await {
             Ok(rd) => rd,
             Err(e) => {
@@ -70,49 +83,68 @@ impl Scanner {
             if name.starts_with('.') || !name.ends_with(".gwapp") {
                 continue;
             }
-            match tokio::fs::metadata(&path).await {
-                Ok(m) if m.is_file() && m.len() <= limits.max_bundle_bytes => {}
-                Ok(m) if m.is_file() => {
-                    self.report_once(
-                        handle,
-                        &path,
-                        "?",
-                        &format!("larger than {} bytes", limits.max_bundle_bytes),
-                        format!("size:{}:{}", path.display(), m.len()),
-                    );
-                    continue;
-                }
+            let meta = match tokio::fs::metadata(&path).await {
+                Ok(m) if m.is_file() => m,
                 _ => continue,
+            };
+            if meta.len() > limits.max_bundle_bytes {
+                self.report_once(
+                    handle,
+                    &path,
+                    "?",
+                    &format!("larger than {} bytes", limits.max_bundle_bytes),
+                    format!("size:{}:{}", path.display(), meta.len()),
+                );
+                continue;
             }
-            if let Ok(bytes) = tokio::fs::read(&path).await {
-                present.insert(path, bytes);
-            }
+            let modified = meta.modified().ok();
+            let cached = self
+                .seen
+                .get(&path)
+                .filter(|s| s.len == meta.len() && s.modified == modified)
+                .cloned();
+            let seen = match cached {
+                Some(s) => s,
+                None => {
+                    let Ok(bytes) = tokio::fs::read(&path).await else {
+                        continue;
+                    };
+                    let sha256 = hex::encode(Sha256::digest(&bytes));
+                    let app = match Bundle::parse(&bytes, &limits) {
+                        Ok(b) => Some(b.manifest.app.name.clone()),
+                        Err(e) => {
+                            self.refuse(handle, &path, None, &e.to_string(), &sha256);
+                            None
+                        }
+                    };
+                    Seen {
+                        len: meta.len(),
+                        modified,
+                        sha256,
+                        app,
+                    }
+                }
+            };
+            files.insert(path, seen);
         }
-        // Which app does each file hold? (Parsing is cheap; verification
-        // happens in deploy.)
+        self.seen = files.clone().into_iter().collect();
         let running: HashMap<String, String> = handle
             .list()
             .into_iter()
             .map(|s| (s.name, s.bundle_sha256))
             .collect();
-        let mut wanted: BTreeMap<String, (PathBuf, String, Vec<u8>)> = BTreeMap::new();
-        // App names some file in the directory claims, usable or not.
+        // Which app each file wants; app names claimed by any file, usable
+        // or not.
+        let mut wanted: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
         let mut claimed: HashSet<String> = HashSet::new();
-        for (path, bytes) in present {
-            let sha = hex::encode(Sha256::digest(&bytes));
-            if let Some(app) = self.refused.get(&sha) {
+        for (path, seen) in files {
+            if let Some(app) = self.refused.get(&seen.sha256) {
                 claimed.extend(app.clone());
                 continue;
             }
-            let app = match Bundle::parse(&bytes, &limits) {
-                Ok(b) => b.manifest.app.name.clone(),
-                Err(e) => {
-                    self.refuse(handle, &path, None, &e.to_string(), &sha);
-                    continue;
-                }
-            };
+            let Some(app) = seen.app else { continue };
             claimed.insert(app.clone());
-            if let Some((other, _, _)) = wanted.get(&app) {
+            if let Some((other, _)) = wanted.get(&app) {
                 // Not remembered as refused: if the other file goes, this
                 // one is the app's bundle.
                 self.report_once(
@@ -120,18 +152,24 @@ impl Scanner {
                     &path,
                     &app,
                     &format!("app {app:?} is already deployed from {}", other.display()),
-                    format!("dup:{sha}:{}", other.display()),
+                    format!("dup:{}:{}", seen.sha256, other.display()),
                 );
                 continue;
             }
-            wanted.insert(app, (path, sha, bytes));
+            wanted.insert(app, (path, seen.sha256));
         }
-        // Deploy new and changed.
-        for (app, (path, sha, bytes)) in &wanted {
+        // Deploy new and changed (the only time a bundle is read again).
+        for (app, (path, sha)) in &wanted {
             if running.get(app) == Some(sha) {
                 continue;
             }
-            match handle.deploy(bytes.clone()).await {
+            let Ok(bytes) = tokio::fs::read(path).await else {
+                continue;
+            };
+            if hex::encode(Sha256::digest(&bytes)) != *sha {
+                continue; // replaced since the listing: next scan
+            }
+            match handle.deploy(bytes).await {
                 Ok(_) => {
                     info!(file = %path.display(), %app, "deployed from the deployment directory");
                 }

@@ -88,15 +88,7 @@ impl Compiler {
             .engine
             .precompile_component(module)
             .map_err(|e| EdgeError::Compile(format!("{e:#}")))?;
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&compiled)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = gatewayd_artifact::write_atomic(&path, &compiled) {
             warn!(path = %path.display(), error = %e, "could not write the compiled cache");
         }
         // SAFETY: `compiled` was produced just now by `precompile_component`

@@ -25,8 +25,6 @@ pub enum EdgeError {
         model: String,
         reason: String,
     },
-    #[error("app {app} failed its first start: {reason}")]
-    Start { app: String, reason: String },
     #[error("{0} apps are deployed already (edge_apps.max_apps)")]
     TooManyApps(usize),
     #[error("no app named {0:?} is deployed")]

@@ -18,7 +18,8 @@
 //!   invariants are at the top of that module;
 //! * [`db`]: `apps.db` (registry, key-value, windows, held readings);
 //! * [`runtime`]: the thread that owns the stage and its async handle;
-//! * [`deploy`]: the deployment directory (desired apps as files).
+//! * [`deploy`]: the deployment directory (desired apps as files; a file is
+//!   re-read only when its size or modification time changes).
 
 pub mod app;
 pub mod config;

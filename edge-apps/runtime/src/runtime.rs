@@ -371,10 +371,6 @@ impl EdgeHandle {
         self.status.borrow().clone()
     }
 
-    pub fn watch_status(&self) -> watch::Receiver<Vec<AppStatus>> {
-        self.status.clone()
-    }
-
     pub fn events(&self) -> broadcast::Receiver<AppEvent> {
         self.events.subscribe()
     }

@@ -168,7 +168,8 @@ impl Slot {
     }
 }
 
-fn now_us() -> i64 {
+/// Wall-clock time, µs since the UNIX epoch.
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -285,19 +286,8 @@ impl Stage {
             .collect()
     }
 
-    pub fn app_names(&self) -> Vec<(String, String)> {
-        self.slots
-            .iter()
-            .map(|s| (s.name().to_owned(), s.inst.prepared.bundle_sha256.clone()))
-            .collect()
-    }
-
     pub fn take_outbox(&mut self) -> Option<Derived> {
         self.outbox.pop_front()
-    }
-
-    pub fn outbox_front(&self) -> Option<&Derived> {
-        self.outbox.front()
     }
 
     pub fn requeue_front(&mut self, d: Derived) {
@@ -418,7 +408,7 @@ impl Stage {
         let next_win = self.db.max_window(&name)? + 1;
         let mut window = OpenWindow::default();
         for r in window_readings {
-            push_window(&mut window, r, &prepared.manifest);
+            push_window(&mut window, r, prepared.manifest.delivery.window_seconds);
         }
         if prepared.manifest.delivery.window_seconds > 0 && !window.readings.is_empty() {
             // A time window interrupted by a restart: its period is unknown
@@ -458,10 +448,11 @@ impl Stage {
         self.update_activity();
         let version = old.manifest().app.version.clone();
         let mut derived = Vec::new();
-        let mut confirms = Vec::new();
         let mut batch = Batch::default();
         if !old.window.readings.is_empty() {
-            self.close_window(&mut old, &mut batch, &mut derived, &mut confirms);
+            // The window's rows are forgotten with the app below, so the
+            // close needs no confirmation.
+            self.close_window(&mut old, &mut batch, &mut derived, &mut Vec::new());
         }
         self.db.apply(&batch)?;
         // Held readings and unconfirmed windows: released as they are.
@@ -486,8 +477,6 @@ impl Stage {
         let sha = old.inst.prepared.bundle_sha256.clone();
         let _ = std::fs::remove_file(self.bundles_dir.join(format!("{name}.{sha}.gwapp")));
         derived.extend(released);
-        // Confirms for the removed app's windows are moot now.
-        confirms.clear();
         if !derived.is_empty() {
             for chunk in derived.chunks(1000) {
                 self.outbox.push_back(Derived {
@@ -626,10 +615,11 @@ impl Stage {
         slot.st.readings_in += idx.len() as u64;
         match mode {
             DeliveryMode::Window => {
-                let manifest = slot.inst.prepared.manifest.clone();
-                let keep = manifest.delivery.keep_originals;
-                let by_count = manifest.delivery.window_readings as usize;
-                let by_time = manifest.delivery.window_seconds > 0;
+                let d = &slot.manifest().delivery;
+                let keep = d.keep_originals;
+                let by_count = d.window_readings as usize;
+                let secs = d.window_seconds;
+                let by_time = secs > 0;
                 let mut derived = Vec::new();
                 for &(g, j) in &idx {
                     let due = {
@@ -655,7 +645,7 @@ impl Stage {
                         reading: r.clone(),
                         moved: !keep,
                     });
-                    push_window(&mut slot.window, r, &manifest);
+                    push_window(&mut slot.window, r, secs);
                     if by_count > 0 && slot.window.readings.len() >= by_count {
                         self.close_window_at(i, batch, &mut derived, confirms);
                     }
@@ -1052,8 +1042,8 @@ fn divert(
     }
 }
 
-fn push_window(w: &mut OpenWindow, r: Reading, m: &Manifest) {
-    let secs = m.delivery.window_seconds as i64;
+fn push_window(w: &mut OpenWindow, r: Reading, window_seconds: u32) {
+    let secs = window_seconds as i64;
     if w.readings.is_empty() {
         if secs > 0 {
             let period = secs * 1_000_000;
@@ -1090,14 +1080,8 @@ fn window_bounds(readings: &[Reading]) -> wit::Window {
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), EdgeError> {
-    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| EdgeError::io(dir, e))?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| EdgeError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| EdgeError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| EdgeError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| EdgeError::io(path, e))?;
-    Ok(())
+    gatewayd_artifact::write_atomic(path, bytes).map_err(|e| EdgeError::io(path, e))
 }

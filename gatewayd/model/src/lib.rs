@@ -11,11 +11,14 @@
 //! * [`senml`]: SenML (RFC 8428) JSON and CBOR packs: decode with base-field
 //!   resolution and strict validation, encode readings back to packs.
 //! * [`wire`]: the gateway → cloud batch envelope (see `docs/protocol.md`).
+//! * [`glob_match`]: `*`/`?` globs over device ids and names (selectors).
 
+pub mod glob;
 mod id;
 mod reading;
 pub mod senml;
 pub mod wire;
 
+pub use glob::glob_match;
 pub use id::{DeviceId, IdError, Transport};
 pub use reading::{Measurement, Metadata, Reading, Timestamp, Value};

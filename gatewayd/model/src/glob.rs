@@ -1,3 +1,7 @@
+//! Glob matching for selectors (device ids, measurement names): used by
+//! edge-app manifests and the anomaly detectors, once per reading, so it does
+//! not allocate for ASCII input.
+
 /// Matches `text` against a glob `pattern` where `*` matches any run of
 /// characters (including none, including `:` and `/`) and `?` matches exactly
 /// one character; every other character matches itself, case-sensitively.
@@ -81,5 +85,47 @@ mod tests {
         let text = "a".repeat(10_000);
         let pattern = format!("{}b", "a*".repeat(50));
         assert!(!glob_match(&pattern, &text));
+    }
+
+    #[test]
+    fn literals_exact() {
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "a"));
+        assert!(!glob_match("a", ""));
+        assert!(glob_match("temperature", "temperature"));
+        assert!(!glob_match("temperature", "temperatur"));
+        assert!(!glob_match("temperatur", "temperature"));
+        assert!(!glob_match("Temperature", "temperature"));
+    }
+
+    #[test]
+    fn star_runs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("**", "x"));
+        assert!(glob_match("coap:*", "coap:"));
+        assert!(glob_match("coap:*", "coap:sensor-1"));
+        assert!(!glob_match("coap:*", "lora:sensor-1"));
+        assert!(glob_match("*-1", "coap:sensor-1"));
+        assert!(!glob_match("*-1", "coap:sensor-12"));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("*a*a*a*b", "aaaaaaaaaaaaaaaaaaaab"));
+        assert!(!glob_match("*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaa"));
+        assert!(glob_match("*ab", "aab"));
+        assert!(glob_match("a*", "a"));
+    }
+
+    #[test]
+    fn question_mark_cases() {
+        assert!(glob_match("?", "x"));
+        assert!(!glob_match("?", ""));
+        assert!(!glob_match("?", "xy"));
+        assert!(glob_match("sensor-?", "sensor-7"));
+        assert!(!glob_match("sensor-?", "sensor-17"));
+        assert!(glob_match("s?n*-?", "sensor-7"));
+        assert!(glob_match("?*", "é"));
+        assert!(glob_match("caf?", "café"));
     }
 }
