@@ -3,9 +3,13 @@
 # simulated fleet of CoAP sensors, on loopback, with the configs in
 # docs/demo/. State and logs in .run/. Ctrl-C stops everything.
 #
+# Control plane: a private D-Bus message bus (.run/bus) carries gatewayd's
+# io.gatewayd.Gateway1 interface; `gatewayctl` (GATEWAYCTL_BUS points at it)
+# deploys the apps and shows status and devices.
+#
 # Edge apps: the example guests are built (edge-apps/build-guests.sh), signed
 # with a demo key made in .run/edge/ (trusted by docs/demo/gatewayd.toml) and
-# deployed into the running gatewayd with `gatewayd apps deploy`:
+# deployed into the running gatewayd with `gatewayctl apps deploy`:
 # threshold-alert (temperature above 30 °C), downsample (10 s aggregates of
 # the coap:sim-* sensors, docs/demo/apps/) and vibration-anomaly (the
 # vibration-ae ONNX model). The fleet adds coap:boiler-1, which overheats
@@ -51,7 +55,7 @@ for p in "$MQTT_PORT" "$HTTP_PORT"; do
 done
 
 say "==> building (dev profile)"
-"$CARGO" build -p gatewayd -p cloud-bridge -p gatewayd-bench -p gatewayd-artifact --bins
+"$CARGO" build -p gatewayd -p gatewayctl -p cloud-bridge -p gatewayd-bench -p gatewayd-artifact --bins
 BIN="$TARGET_DIR/debug"
 
 mkdir -p .run
@@ -82,6 +86,10 @@ pack_app vibration-anomaly "$COMPONENTS/vibration-anomaly.manifest.toml" --model
 EDGE_APPS=(threshold-alert downsample vibration-anomaly)
 
 mkdir -p .run/cloud-bridge .run/gatewayd
+# gatewayd runs on a copy of its config: `gatewayctl config set` persists
+# into the file it was started with, and that should not be the repository's.
+cp "$GW_CONFIG" .run/gatewayd.toml
+GW_CONFIG=.run/gatewayd.toml
 pids=()
 cleanup() {
     trap - INT TERM EXIT
@@ -94,6 +102,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+say "==> starting a private D-Bus bus for gatewayd's control interface (.run/bus)"
+command -v dbus-daemon >/dev/null || die "dbus-daemon not found: run \`make deps\`"
+rm -f .run/bus
+BUS="unix:path=$PWD/.run/bus"
+dbus-daemon --session --address="$BUS" --nofork --nopidfile >>.run/dbus.log 2>&1 </dev/null &
+pids+=("$!")
+for ((i = 0; i < 100; i++)); do [ -S .run/bus ] && break; sleep 0.1; done
+[ -S .run/bus ] || die "dbus-daemon did not start: see .run/dbus.log"
+export GATEWAYCTL_BUS="$BUS"
+CTL="$BIN/gatewayctl"
+
 say "==> starting cloud-bridge (log: .run/cloud-bridge.log)"
 "$BIN/cloud-bridge" --config "$CB_CONFIG" >>.run/cloud-bridge.log 2>&1 </dev/null &
 cb_pid=$!
@@ -103,7 +122,7 @@ wait_tcp cloud-bridge "$cb_pid" "$MQTT_PORT" .run/cloud-bridge.log 60
 
 say "==> starting gatewayd (log: .run/gatewayd.log)"
 gw_log_offset=$(stat -c %s .run/gatewayd.log 2>/dev/null || echo 0)
-"$BIN/gatewayd" --config "$GW_CONFIG" >>.run/gatewayd.log 2>&1 </dev/null &
+"$BIN/gatewayd" --config "$GW_CONFIG" --bus "$BUS" >>.run/gatewayd.log 2>&1 </dev/null &
 gw_pid=$!
 pids+=("$gw_pid")
 # Wait for this run's "gatewayd running" line (the log file is appended to).
@@ -114,24 +133,19 @@ for ((i = 0; ; i++)); do
     sleep 0.1
 done
 
-say "==> deploying the edge apps"
-for app in "${EDGE_APPS[@]}"; do
-    "$BIN/gatewayd" --config "$GW_CONFIG" apps deploy "$EDGE_DIR/$app.gwapp" >&2
-done
-# The daemon picks the bundles up from its deployment directory; wait until
-# its registry (apps.db) has every one.
+# The D-Bus interface comes up beside the sources.
 for ((i = 0; ; i++)); do
-    listed=$("$BIN/gatewayd" --config "$GW_CONFIG" apps list 2>/dev/null || true)
-    missing=()
-    for app in "${EDGE_APPS[@]}"; do
-        grep -q "^$app " <<<"$listed" || missing+=("$app")
-    done
-    [ "${#missing[@]}" -eq 0 ] && break
-    kill -0 "$gw_pid" 2>/dev/null || { say "gatewayd exited while deploying the apps:"; tail -n 40 .run/gatewayd.log >&2; exit 1; }
-    [ "$i" -lt 300 ] || { say "apps not deployed within 30s: ${missing[*]}; last lines of .run/gatewayd.log:"; tail -n 40 .run/gatewayd.log >&2; exit 1; }
+    "$CTL" status >/dev/null 2>&1 && break
+    [ "$i" -lt 100 ] || { say "gatewayd's D-Bus interface did not come up; last lines of .run/gatewayd.log:"; tail -n 40 .run/gatewayd.log >&2; exit 1; }
     sleep 0.1
 done
-say "$listed"
+
+say "==> deploying the edge apps (gatewayctl apps deploy: verified, compiled and running when it returns)"
+for app in "${EDGE_APPS[@]}"; do
+    say "\$ gatewayctl apps deploy $EDGE_DIR/$app.gwapp"
+    "$CTL" apps deploy "$EDGE_DIR/$app.gwapp" >&2
+done
+say "$("$CTL" apps list)"
 
 say "==> starting $SENSORS simulated CoAP sensors + boiler-1 and pump-1 (log: .run/fleet.log)"
 fleet_start_us=$(date +%s%6N)
@@ -199,7 +213,13 @@ if [ "$edge_ok" = 1 ]; then
 else
     say "==> edge apps: some output did not show up (the demo keeps running; see above)"
 fi
-say "$("$BIN/gatewayd" --config "$GW_CONFIG" apps list 2>&1 || true)"
+say "$("$CTL" apps list 2>&1 || true)"
+say ""
+say "\$ gatewayctl status"
+say "$("$CTL" status 2>&1 || true)"
+say ""
+say "\$ gatewayctl devices"
+say "$("$CTL" devices 2>&1 || true)"
 
 cat <<MSG
 
@@ -210,13 +230,17 @@ gatewayd demo is running. Look at:
     curl -s localhost:$HTTP_PORT/api/v1/gateways
     curl -s localhost:$HTTP_PORT/api/v1/devices
     curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?limit=5'
-  edge apps        $BIN/gatewayd --config $GW_CONFIG apps list   (also: deploy BUNDLE, remove NAME)
+  control plane   export GATEWAYCTL_BUS=$BUS
+    $CTL status | devices | watch | config get buffer | apps list | buffer flush   (man: $CTL man | man -l -)
+    $CTL config set log.level debug      (persisted to $GW_CONFIG; applied at once)
+    busctl --address=$BUS introspect io.gatewayd.Gateway1 /io/gatewayd/Gateway1
+  edge apps        $CTL apps list   (also: deploy BUNDLE, upgrade BUNDLE, remove NAME)
     alerts:        curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:boiler-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "alert"))'
     anomaly scores: curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:pump-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "anomaly_score")) | [.time, .measurements[0].value]'
     aggregates:    curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "temperature_mean"))'
   post your own reading (libcoap):
     coap-client -m post -t 110 -e '[{"bn":"my-sensor/","n":"temperature","u":"Cel","v":22.5}]' coap://$COAP/telemetry
-  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log
+  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log  .run/dbus.log
   state           .run/cloud-bridge/ (SQLite)  .run/gatewayd/ (buffer, apps/)  .run/edge/ (demo key, bundles)
 
 $(if [ -n "$DEMO_SECONDS" ]; then echo "Stopping after ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops earlier."; else echo "Ctrl-C stops everything."; fi)

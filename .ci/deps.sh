@@ -17,6 +17,10 @@ PACKAGES=(
     ca-certificates
     openssl             # the harness cross-checks its certificates with it
     curl                # `make run` examples
+    dbus-daemon         # private buses for the D-Bus interface tests
+    libglib2.0-bin      # gdbus: an independent D-Bus client in the tests
+    systemd             # busctl: another one (systemd is not started)
+    util-linux          # setpriv: calling gatewayd as another user
     # Edge-app guests (wasm32-unknown-unknown) when rustup has no wasm32
     # target: Debian's Rust (1.96) builds core/alloc from source
     # (-Zbuild-std); see edge-apps/README.md.

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gatewayd_buffer::{FullPolicy, SyncMode};
+use gatewayd_devices::DevicesConfig;
 use gatewayd_edge::{EdgeConfig, EdgePaths};
 use gatewayd_uplink::UplinkConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub gateway: GatewayConfig,
@@ -25,6 +26,10 @@ pub struct Config {
     pub uplink: UplinkConfig,
     /// `[edge_apps]`: the WASM app runtime and anomaly detectors.
     pub edge_apps: EdgeConfig,
+    /// `[dbus]`: the control interface (docs/dbus.md).
+    pub dbus: DbusConfig,
+    /// `[devices]`: the registry of devices seen (D-Bus `ListDevices`).
+    pub devices: DevicesConfig,
     /// `[sources.<name>]` tables, each with a `kind`.
     pub sources: BTreeMap<String, toml::Table>,
 }
@@ -42,12 +47,14 @@ impl Default for Config {
             forwarder: ForwarderConfig::default(),
             uplink: UplinkConfig::default(),
             edge_apps: EdgeConfig::default(),
+            dbus: DbusConfig::default(),
+            devices: DevicesConfig::default(),
             sources,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// This gateway's id: one MQTT topic level, unique in the fleet.
@@ -65,7 +72,7 @@ impl Default for GatewayConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -73,7 +80,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `info,gatewayd_uplink=debug`;
@@ -91,7 +98,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BufferSection {
     /// SQLite file; default `<data_dir>/buffer.db`.
@@ -109,6 +116,9 @@ pub struct BufferSection {
     pub commit_max_delay_ms: u64,
     /// Submissions queued between the sources and the writer.
     pub queue_capacity: usize,
+    /// D-Bus `BufferHighWater` is signalled when the buffer's fill crosses
+    /// this percentage of `max_bytes` upwards (re-armed 10 points below).
+    pub high_water_percent: u8,
 }
 
 impl Default for BufferSection {
@@ -121,11 +131,12 @@ impl Default for BufferSection {
             commit_max_readings: 4096,
             commit_max_delay_ms: 2,
             queue_capacity: 1024,
+            high_water_percent: 80,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwarderConfig {
     /// Most readings in one MQTT publish.
@@ -146,6 +157,54 @@ impl Default for ForwarderConfig {
             batch_max_bytes: 64 * 1024,
             ack_flush_ms: 50,
             drain_timeout_secs: 5,
+        }
+    }
+}
+
+/// Which message bus the control interface is served on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    System,
+    Session,
+    /// A D-Bus address, e.g. `unix:path=/run/gatewayd-test/bus`.
+    Address(String),
+}
+
+impl BusChoice {
+    pub fn parse(s: &str) -> Result<BusChoice, String> {
+        match s {
+            "system" => Ok(BusChoice::System),
+            "session" => Ok(BusChoice::Session),
+            a if a.contains(':') && a.contains('=') => Ok(BusChoice::Address(a.to_owned())),
+            other => Err(format!(
+                "expected \"system\", \"session\" or a D-Bus address like \"unix:path=/run/x/bus\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// `[dbus]`: the control interface (docs/dbus.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbusConfig {
+    /// Serve `io.gatewayd.Gateway1`. Without it gatewayd runs headless
+    /// (config file and `gatewayd apps` only).
+    pub enabled: bool,
+    /// `"system"`, `"session"` (development) or a D-Bus address.
+    /// `gatewayd --bus` overrides it.
+    pub bus: String,
+    /// Besides root and gatewayd's own user, members of this group may call
+    /// the methods that change state (the policy file grants the same group
+    /// on the bus; the daemon re-checks).
+    pub write_group: String,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        DbusConfig {
+            enabled: true,
+            bus: "system".into(),
+            write_group: "gatewayd".into(),
         }
     }
 }
@@ -216,6 +275,25 @@ impl Config {
         }
         if b.queue_capacity == 0 {
             return Err(key_error("buffer.queue_capacity", "must be at least 1"));
+        }
+        if !(11..=100).contains(&b.high_water_percent) {
+            return Err(key_error("buffer.high_water_percent", "must be 11 to 100"));
+        }
+        self.devices
+            .validate()
+            .map_err(|(k, m)| key_error(&format!("devices.{k}"), m))?;
+        BusChoice::parse(&self.dbus.bus).map_err(|e| key_error("dbus.bus", e))?;
+        if self.dbus.write_group.is_empty()
+            || !self
+                .dbus
+                .write_group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(key_error(
+                "dbus.write_group",
+                "must be a group name (A-Z a-z 0-9 - _ .)",
+            ));
         }
         let f = &self.forwarder;
         if f.batch_max_readings == 0 {
@@ -337,6 +415,9 @@ mod tests {
         );
         assert_eq!(c.uplink.broker, d.uplink.broker);
         assert_eq!(c.edge_apps, d.edge_apps, "[edge_apps] example = defaults");
+        assert_eq!(c.dbus, d.dbus, "[dbus] example = defaults");
+        assert_eq!(c.devices, d.devices, "[devices] example = defaults");
+        assert_eq!(c.buffer.high_water_percent, d.buffer.high_water_percent);
         assert!(c.sources.contains_key("coap"));
     }
 

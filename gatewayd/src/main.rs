@@ -4,8 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gatewayd::config::{Config, LogFormat, EXAMPLE};
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+
+use gatewayd::config::{BusChoice, Config, LogFormat, EXAMPLE};
+use gatewayd::control::LogControl;
+use gatewayd::daemon::RunOptions;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +26,10 @@ struct Cli {
     /// Override log format (text or json).
     #[arg(long, global = true)]
     log_format: Option<String>,
+    /// Serve the D-Bus interface on this bus instead of `dbus.bus`:
+    /// `system`, `session` (development) or a D-Bus address.
+    #[arg(long, value_name = "system|session|ADDRESS")]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,7 +77,9 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     }
 }
 
-fn init_logging(config: &Config, override_format: Option<&str>) -> anyhow::Result<()> {
+/// Installs the log subscriber; returns the handle that changes its filter
+/// at run time (`log.level` through D-Bus or SIGHUP).
+fn init_logging(config: &Config, override_format: Option<&str>) -> anyhow::Result<LogControl> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .with_context(|| format!("log.level: invalid filter {:?}", config.log.level))?;
@@ -77,12 +89,16 @@ fn init_logging(config: &Config, override_format: Option<&str>) -> anyhow::Resul
         Some(other) => anyhow::bail!("--log-format: expected text or json, got {other:?}"),
         None => config.log.format,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Ok(Arc::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| format!("invalid filter {level:?}: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
 }
 
 async fn shutdown_signal() {
@@ -144,11 +160,28 @@ fn real_main() -> anyhow::Result<()> {
         None => {}
     }
     let config = load(&cli)?;
-    init_logging(&config, cli.log_format.as_deref())?;
+    let bus = cli
+        .bus
+        .as_deref()
+        .map(BusChoice::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+    let log = init_logging(&config, cli.log_format.as_deref())?;
+    // Absolute, so D-Bus shows where it is and a reload after a `cd` (none
+    // happens, but embedders may) still finds it.
+    let config_path = cli
+        .config
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    let opts = RunOptions {
+        config_path,
+        bus,
+        log: Some(log),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gatewayd")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(gatewayd::daemon::run(config, shutdown_signal()))
+    runtime.block_on(gatewayd::daemon::run_with(config, opts, shutdown_signal()))
 }

@@ -25,6 +25,7 @@ use gatewayd_buffer::{
     AckTracker, AppendOutcome, BufferError, BufferStats, SqliteStore, Store, StoredReading,
 };
 use gatewayd_core::{CommitError, Committed, Ingest};
+use gatewayd_devices::DeviceRegistry;
 use gatewayd_edge::{Derived, EdgeHandle};
 use gatewayd_model::wire::{self, BatchWriter};
 use gatewayd_model::Reading;
@@ -183,6 +184,14 @@ pub struct WriterCounters {
     pub invalid: std::sync::atomic::AtomicU64,
 }
 
+/// What the writer calls besides the buffer: the edge apps (before the
+/// commit) and the device registry (after it).
+#[derive(Default)]
+pub struct WriterStages {
+    pub edge: Option<EdgeStage>,
+    pub devices: Option<DeviceRegistry>,
+}
+
 /// The group-commit writer. Returns when the ingest queue is closed (every
 /// sender dropped) and drained, or when `abort` fires while blocked on a full
 /// buffer (those submissions are answered `Closed`: never acknowledged).
@@ -193,8 +202,9 @@ pub async fn run_writer(
     signals: Arc<Signals>,
     counters: Arc<WriterCounters>,
     abort: CancellationToken,
-    mut edge: Option<EdgeStage>,
+    stages: WriterStages,
 ) -> Result<(), PipelineError> {
+    let WriterStages { mut edge, devices } = stages;
     let delay = Duration::from_millis(cfg.commit_max_delay_ms);
     loop {
         // Step 1: wait for the first submission of a group, or for output
@@ -323,6 +333,11 @@ pub async fn run_writer(
                 match outcome {
                     AppendOutcome::Committed { first_seq, count } => {
                         any_committed = true;
+                        // Devices are those sources submitted for (not
+                        // what apps derived on their own).
+                        if let (Some(d), true) = (&devices, ingest.reply.is_some()) {
+                            d.observe(&readings, gatewayd_devices::now_ms());
+                        }
                         reply(ingest, Ok(Committed { first_seq, count }));
                     }
                     AppendOutcome::Refused => {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatewayd::config::{BufferSection, ForwarderConfig};
-use gatewayd::pipeline::{run_forwarder, run_writer, BufferHandle, Signals, WriterCounters};
+use gatewayd::pipeline::{
+    run_forwarder, run_writer, BufferHandle, Signals, WriterCounters, WriterStages,
+};
 use gatewayd_buffer::{BufferConfig, FullPolicy, SqliteStore, SyncMode};
 use gatewayd_core::{ingest_channel, CommitError, ReadingSink};
 use gatewayd_model::wire;
@@ -55,7 +57,7 @@ fn rig(max_bytes: u64, when_full: FullPolicy) -> Rig {
         signals.clone(),
         Arc::new(WriterCounters::default()),
         stop.clone(),
-        None,
+        WriterStages::default(),
     ));
     let (batch_tx, batch_rx) = mpsc::channel(4);
     let (event_tx, event_rx) = mpsc::channel(16);

@@ -10,10 +10,12 @@
 //! * [`certs`]: a throw-away PKI (CA, server and client certificates).
 //! * [`mosquitto`]: a real mosquitto broker, plain and/or mutual TLS.
 //! * [`postgres`]: a real PostgreSQL cluster in a temporary directory.
+//! * [`dbus`]: a private `dbus-daemon` with one of the project's bus configs.
 //! * [`process`]: the workspace's binaries and a child-process guard.
 //! * [`require`]: fail (not skip) when an external tool is missing.
 
 pub mod certs;
+pub mod dbus;
 pub mod mosquitto;
 pub mod ports;
 pub mod postgres;

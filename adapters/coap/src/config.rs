@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use gatewayd_core::ConfigError;
 use gatewayd_model::senml::Limits;
 use gatewayd_model::{DeviceId, Transport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default UDP port for CoAP (RFC 7252 §6.1).
 pub const DEFAULT_PORT: u16 = 5683;
@@ -26,7 +26,7 @@ pub const MAX_OBSERVE_RESOURCES: usize = 64;
 ///   { uri = "coap://192.0.2.10/sensors/temp", device = "greenhouse-1", name = "temperature", unit = "Cel" },
 /// ]
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoapConfig {
     /// UDP address the server listens on.
@@ -69,7 +69,7 @@ impl Default for CoapConfig {
 }
 
 /// SenML decoding bounds (see [`gatewayd_model::senml::Limits`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_records: usize,
@@ -99,7 +99,7 @@ impl From<LimitsConfig> for Limits {
 }
 
 /// One resource to observe.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObserveConfig {
     /// `coap://host[:port]/path[?query]`.

@@ -2,12 +2,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use gatewayd_model::{DeviceId, Measurement, Metadata, Reading, Value};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{glob_match, MlError, Model, Tensor};
 
 /// How a model's output becomes an anomaly score.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreKind {
     /// The model is an autoencoder (output shape = input shape): the score is
@@ -19,7 +19,7 @@ pub enum ScoreKind {
 }
 
 /// `(sample - mean) / std`, applied to every sample before inference.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalize {
     pub mean: f64,
@@ -37,7 +37,7 @@ pub struct Normalize {
 /// threshold = 0.0016
 /// normalize = { mean = 0.0, std = 1.0 }
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyConfig {
     /// Names the stage: derived readings carry `derived_by = "anomaly:<name>"`.

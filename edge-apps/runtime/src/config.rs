@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Edge-app runtime settings. Every field has a default, so an empty
 /// `[edge_apps]` section (or none) gives a working runtime with no apps.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Run the edge-app stage at all. With `false`, readings go straight to
@@ -74,7 +74,7 @@ impl Default for EdgeConfig {
 }
 
 /// Resource limits for one app instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Fuel (roughly, wasm instructions) per call.
@@ -114,7 +114,7 @@ impl LimitsConfig {
 }
 
 /// Crash-loop handling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailureConfig {
     /// Consecutive failed calls after which the app is disabled.
@@ -136,7 +136,7 @@ impl Default for FailureConfig {
 }
 
 /// One declarative anomaly detector: `[[edge_apps.anomaly]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalySection {
     /// The ONNX model file.

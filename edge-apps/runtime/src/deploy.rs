@@ -8,6 +8,12 @@
 //!
 //! A refused bundle (bad signature, does not compile…) is reported once per
 //! content digest, and whatever was deployed under that name keeps running.
+//!
+//! The control interface (D-Bus `Apps.Deploy/Upgrade/Remove`) goes through
+//! the same task ([`DeployDir`]): its requests are served between two scans,
+//! so a scan never sees a half-done change. A deploy writes the bundle into
+//! the directory *first* (it is the desired state), installs it, and puts
+//! the previous file back if the install is refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,28 +21,133 @@ use std::time::Duration;
 
 use gatewayd_artifact::{Bundle, BundleLimits};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::runtime::EdgeHandle;
+use crate::EdgeError;
 
-/// Reconciles the directory with the running apps, forever (until `stop`).
-pub async fn run_deploy_dir(
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub name: String,
+    pub version: String,
+    /// The version it replaced, if the app was deployed already.
+    pub previous_version: Option<String>,
+}
+
+enum DirRequest {
+    Deploy {
+        bundle: Vec<u8>,
+        must_exist: bool,
+        reply: oneshot::Sender<Result<Deployed, EdgeError>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Result<String, EdgeError>>,
+    },
+}
+
+/// Deploys and removes apps through the deployment directory, in turn with
+/// its scans. Cheap to clone.
+#[derive(Clone)]
+pub struct DeployDir {
+    tx: mpsc::Sender<DirRequest>,
+}
+
+impl DeployDir {
+    /// Starts the task that watches `dir` every `interval` and serves
+    /// requests, until `stop`.
+    pub fn spawn(
+        handle: EdgeHandle,
+        dir: PathBuf,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> DeployDir {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(run(handle, dir, interval, rx, stop));
+        DeployDir { tx }
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EdgeError>>) -> DirRequest,
+    ) -> Result<T, EdgeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| EdgeError::Stopped)?;
+        rx.await.map_err(|_| EdgeError::Stopped)?
+    }
+
+    /// Verifies and installs a bundle (an upgrade if the app exists, and
+    /// then only if `must_exist`), and keeps it in the directory.
+    pub async fn deploy(&self, bundle: Vec<u8>, must_exist: bool) -> Result<Deployed, EdgeError> {
+        self.call(|reply| DirRequest::Deploy {
+            bundle,
+            must_exist,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes an app and its bundle file(s); returns the removed version
+    /// (`""` if only a file was left).
+    pub async fn remove(&self, name: &str) -> Result<String, EdgeError> {
+        let name = name.to_owned();
+        self.call(|reply| DirRequest::Remove { name, reply }).await
+    }
+}
+
+/// Reconciles the directory with the running apps and serves requests,
+/// until `stop`.
+async fn run(
     handle: EdgeHandle,
     dir: PathBuf,
     interval: Duration,
+    mut requests: mpsc::Receiver<DirRequest>,
     stop: CancellationToken,
 ) {
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         warn!(dir = %dir.display(), error = %e, "cannot create the deployment directory; not watching it");
+        // Still answer requests, with the reason.
+        while let Some(r) =
+            tokio::select! { r = requests.recv() => r, _ = stop.cancelled() => None }
+        {
+            let err = || EdgeError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::other("the deployment directory cannot be created"),
+            };
+            match r {
+                DirRequest::Deploy { reply, .. } => drop(reply.send(Err(err()))),
+                DirRequest::Remove { reply, .. } => drop(reply.send(Err(err()))),
+            }
+        }
         return;
     }
     let mut scanner = Scanner::default();
+    let mut requests_open = true;
     loop {
         scanner.scan(&handle, &dir).await;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        let deadline = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => break,
+                r = requests.recv(), if requests_open => match r {
+                    None => requests_open = false,
+                    Some(DirRequest::Deploy { bundle, must_exist, reply }) => {
+                        let r = scanner.deploy(&handle, &dir, bundle, must_exist).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(DirRequest::Remove { name, reply }) => {
+                        let r = scanner.remove(&handle, &dir, &name).await;
+                        let _ = reply.send(r);
+                    }
+                },
+            }
         }
     }
 }
@@ -185,6 +296,151 @@ impl Scanner {
                     Err(e) => warn!(%app, error = %e, "could not remove app"),
                 }
             }
+        }
+    }
+
+    /// The bundle files in `dir` that claim `app` (parsed only when their
+    /// size or mtime changed since the last scan).
+    async fn files_claiming(&mut self, dir: &Path, app: &str) -> Vec<PathBuf> {
+        let limits = BundleLimits::default();
+        let mut out = Vec::new();
+        let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+            return out;
+        };
+        while let Ok(Some(entry)) = rd.next_entry().await {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".gwapp") {
+                continue;
+            }
+            let Ok(meta) = tokio::fs::metadata(&path).await else {
+                continue;
+            };
+            let cached = self
+                .seen
+                .get(&path)
+                .filter(|s| s.len == meta.len() && s.modified == meta.modified().ok())
+                .map(|s| s.app.clone());
+            let claimed = match cached {
+                Some(a) => a,
+                None => match tokio::fs::read(&path).await {
+                    Ok(bytes) => Bundle::parse(&bytes, &limits)
+                        .ok()
+                        .map(|b| b.manifest.app.name.clone()),
+                    Err(_) => None,
+                },
+            };
+            if claimed.as_deref() == Some(app) {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Serves a deploy request (see the module docs).
+    async fn deploy(
+        &mut self,
+        handle: &EdgeHandle,
+        dir: &Path,
+        bundle: Vec<u8>,
+        must_exist: bool,
+    ) -> Result<Deployed, EdgeError> {
+        let limits = BundleLimits::default();
+        let parsed = Bundle::parse(&bundle, &limits)?;
+        let (name, version) = (
+            parsed.manifest.app.name.clone(),
+            parsed.manifest.app.version.clone(),
+        );
+        drop(parsed);
+        let sha = hex::encode(Sha256::digest(&bundle));
+        let running = handle.list().into_iter().find(|s| s.name == name);
+        if must_exist && running.is_none() {
+            return Err(EdgeError::NotDeployed(name));
+        }
+        let previous_version = running.as_ref().map(|s| s.version.clone());
+        let target = self
+            .files_claiming(dir, &name)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| dir.join(format!("{name}.gwapp")));
+        let io_err = |path: &Path, source: std::io::Error| EdgeError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let old = match tokio::fs::read(&target).await {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&target, e)),
+        };
+        if running.as_ref().is_some_and(|s| s.bundle_sha256 == sha) && old.is_some() {
+            // The same bundle again: nothing to do.
+            return Ok(Deployed {
+                name,
+                version,
+                previous_version,
+            });
+        }
+        let write = |path: PathBuf, bytes: Vec<u8>| async move {
+            tokio::task::spawn_blocking(move || gatewayd_artifact::write_atomic(&path, &bytes))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        write(target.clone(), bundle.clone())
+            .await
+            .map_err(|e| io_err(&target, e))?;
+        match handle.deploy(bundle).await {
+            Ok(_) => {
+                info!(file = %target.display(), app = %name, %version, "deployed through the control interface");
+                self.refused.remove(&sha);
+                Ok(Deployed {
+                    name,
+                    version,
+                    previous_version,
+                })
+            }
+            Err(e) => {
+                // Put the desired state back as it was.
+                let restored = match old {
+                    Some(old) => write(target.clone(), old).await,
+                    None => tokio::fs::remove_file(&target).await,
+                };
+                if let Err(re) = restored {
+                    warn!(file = %target.display(), error = %re, "could not restore the deployment directory after a refused deploy");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Serves a remove request: deletes the app's bundle file(s), then the
+    /// app.
+    async fn remove(
+        &mut self,
+        handle: &EdgeHandle,
+        dir: &Path,
+        name: &str,
+    ) -> Result<String, EdgeError> {
+        let running = handle.list().into_iter().find(|s| s.name == name);
+        let files = self.files_claiming(dir, name).await;
+        if running.is_none() && files.is_empty() {
+            return Err(EdgeError::NotDeployed(name.to_owned()));
+        }
+        for f in &files {
+            tokio::fs::remove_file(f).await.map_err(|e| EdgeError::Io {
+                path: f.display().to_string(),
+                source: e,
+            })?;
+        }
+        match running {
+            Some(s) => {
+                handle.remove(name).await?;
+                info!(app = %name, "removed through the control interface");
+                Ok(s.version)
+            }
+            None => Ok(String::new()),
         }
     }
 

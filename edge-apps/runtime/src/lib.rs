@@ -38,7 +38,7 @@ pub mod bindings {
 
 pub use app::{EffectiveLimits, Fault};
 pub use config::{AnomalySection, EdgeConfig, FailureConfig, LimitsConfig};
-pub use deploy::run_deploy_dir;
+pub use deploy::{DeployDir, Deployed};
 pub use error::EdgeError;
 pub use runtime::{trust_store, EdgeHandle, EdgePaths, EdgeRuntime};
 pub use stage::{AppEvent, AppEventKind, AppStatus, Derived, Processed};

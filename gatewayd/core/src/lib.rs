@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use gatewayd_model::Reading;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 pub use tokio_util::sync::CancellationToken;
 
@@ -234,7 +235,9 @@ pub trait Source: Sized + Send + 'static {
     /// The config section's `kind`, e.g. `"coap"`.
     const KIND: &'static str;
     /// The adapter's config section; defaults make a working adapter.
-    type Config: DeserializeOwned + Default + Send;
+    /// Serialisable so the effective configuration (defaults included) can
+    /// be shown (`gatewayctl config get sources.<name>`).
+    type Config: DeserializeOwned + Serialize + Default + Send;
 
     /// Validates the config and builds the source. `key` is the dotted path
     /// of its section, for error messages. Binds no sockets yet.

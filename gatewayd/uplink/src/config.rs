@@ -10,10 +10,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which MQTT protocol version to speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Protocol {
     /// MQTT 5 when the broker supports it, else 3.1.1.
     #[default]
@@ -28,7 +28,7 @@ pub enum Protocol {
 }
 
 /// `[uplink.tls]`: trust anchor for the broker and this gateway's identity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the CA certificate(s) that signed the broker's
@@ -44,7 +44,7 @@ pub struct TlsConfig {
 }
 
 /// `[uplink]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UplinkConfig {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS). Default port 1883 /

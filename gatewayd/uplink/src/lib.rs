@@ -117,7 +117,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -190,6 +192,20 @@ pub struct Uplink {
     config: UplinkConfig,
     settings: Settings,
     telemetry_topic: String,
+    retry_now: Arc<Notify>,
+}
+
+/// Asks a running uplink that is waiting out its reconnect backoff to try
+/// now (D-Bus `FlushBuffer`). Does nothing while connected.
+#[derive(Debug, Clone)]
+pub struct RetryNow(Arc<Notify>);
+
+impl RetryNow {
+    pub fn retry(&self) {
+        // Wakes only a waiting uplink: no permit is stored, so a request
+        // made while connected does not skip a later backoff.
+        self.0.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for Uplink {
@@ -266,7 +282,13 @@ impl Uplink {
             telemetry_topic: format!("{prefix}/{gateway_id}/telemetry"),
             config,
             settings,
+            retry_now: Arc::new(Notify::new()),
         })
+    }
+
+    /// A handle to cut a reconnect backoff short.
+    pub fn retry_handle(&self) -> RetryNow {
+        RetryNow(self.retry_now.clone())
     }
 
     /// `{prefix}/{gateway}/telemetry`.
@@ -316,6 +338,7 @@ impl Uplink {
             client: None,
             status,
             broker,
+            retry_at: None,
             uplink: self,
         };
         r.run(batches, events, shutdown).await;
@@ -343,6 +366,8 @@ struct Runner {
     client: Option<Client>,
     status: watch::Sender<UplinkStatus>,
     broker: String,
+    /// While waiting out a reconnect delay: when it ends.
+    retry_at: Option<Instant>,
 }
 
 enum Phase {
@@ -363,6 +388,7 @@ impl Runner {
         let (client, lp) = conn::open(self.version, &self.uplink.settings);
         self.client = Some(client);
         let mut fut = drive(lp, Duration::ZERO);
+        let retry_now = self.uplink.retry_now.clone();
         let mut phase = Phase::Running;
         let mut batches_open = true;
         let mut events_open = true;
@@ -401,7 +427,18 @@ impl Runner {
                         self.outbox.clear();
                     }
                 },
+                _ = retry_now.notified(), if !self.connected && matches!(phase, Phase::Running) => {
+                    if self.retry_at.take().is_some_and(|t| t > Instant::now()) {
+                        // Still sleeping: nothing was sent on this attempt,
+                        // so its future can be replaced.
+                        info!("reconnect requested: not waiting for the backoff");
+                        let (client, lp) = conn::open(self.version, &self.uplink.settings);
+                        self.client = Some(client);
+                        fut = drive(lp, Duration::ZERO);
+                    }
+                }
                 (lp, res) = &mut fut => {
+                    self.retry_at = None;
                     match res {
                         Ok(ev) => {
                             let mut lp = lp;
@@ -751,6 +788,7 @@ impl Runner {
             }
             let d = self.backoff.next_delay(&mut self.rng);
             info!(delay_ms = d.as_millis() as u64, "reconnecting");
+            self.retry_at = Some(Instant::now() + d);
             d
         };
         let (client, lp) = conn::open(self.version, &self.uplink.settings);

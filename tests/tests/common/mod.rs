@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod apps;
+pub mod bus;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +31,8 @@ pub struct Gateway {
     pub broker: String,
     pub tls: Option<(PathBuf, Option<ClientCert>)>,
     pub extra: String,
+    /// The D-Bus address to serve on; `None`: no D-Bus interface.
+    pub dbus: Option<String>,
 }
 
 impl Gateway {
@@ -39,6 +44,7 @@ impl Gateway {
             broker: broker.into(),
             tls: None,
             extra: String::new(),
+            dbus: None,
         }
     }
 
@@ -64,6 +70,9 @@ broker = "{broker}"
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
 {tls}
+[dbus]
+{dbus}
+
 [sources.coap]
 kind = "coap"
 bind = "127.0.0.1:{port}"
@@ -74,6 +83,10 @@ bind = "127.0.0.1:{port}"
             broker = self.broker,
             port = self.coap_port,
             extra = self.extra,
+            dbus = match &self.dbus {
+                Some(addr) => format!("bus = {addr:?}"),
+                None => "enabled = false".to_owned(),
+            },
         );
         let path = self.dir.path().join("gatewayd.toml");
         std::fs::write(&path, text).unwrap();

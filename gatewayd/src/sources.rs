@@ -1,0 +1,120 @@
+//! The source kinds this build knows, and the three things the daemon does
+//! with a `[sources.<name>]` table: check it (as `Source::build` would),
+//! show its effective configuration (defaults included), and run it.
+//!
+//! A new adapter registers here: one line in each `match`.
+
+use gatewayd_adapter_coap::CoapSource;
+use gatewayd_core::{Source, SourceContext, SourceError};
+use tokio::task::{AbortHandle, JoinSet};
+
+/// Every `kind` this build supports.
+pub const KINDS: &[&str] = &[CoapSource::KIND];
+
+/// What a finished source task returns: its name and how it ended.
+pub type SourceExit = (String, Result<(), SourceError>);
+
+fn kind_of(key: &str, table: &toml::Table) -> anyhow::Result<String> {
+    match table.get("kind") {
+        Some(toml::Value::String(k)) => Ok(k.clone()),
+        Some(_) => Err(anyhow::anyhow!("{key}.kind: must be a string")),
+        None => Err(anyhow::anyhow!(
+            "{key}.kind: missing (e.g. kind = \"coap\")"
+        )),
+    }
+}
+
+fn unknown_kind(key: &str, kind: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{key}.kind: unknown source kind {kind:?} (this build supports: {})",
+        KINDS.join(", ")
+    )
+}
+
+/// Parses the adapter's own section (everything but `kind`), with errors
+/// naming the dotted key.
+fn parse<S: Source>(key: &str, table: &toml::Table) -> anyhow::Result<S::Config> {
+    let mut table = table.clone();
+    table.remove("kind");
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        if path.is_empty() || path == "." {
+            anyhow::anyhow!("{key}: {msg}")
+        } else {
+            anyhow::anyhow!("{key}.{path}: {msg}")
+        }
+    })
+}
+
+fn build<S: Source>(key: &str, table: &toml::Table) -> anyhow::Result<(S, serde_json::Value)> {
+    let cfg = parse::<S>(key, table)?;
+    let effective = serde_json::to_value(&cfg)?;
+    let source = S::build(key, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((source, effective))
+}
+
+/// Validates a source's table exactly as starting it would (no sockets are
+/// bound) and returns its effective configuration, `kind` included.
+pub fn check(name: &str, table: &toml::Table) -> anyhow::Result<serde_json::Value> {
+    let key = format!("sources.{name}");
+    let kind = kind_of(&key, table)?;
+    let mut effective = match kind.as_str() {
+        CoapSource::KIND => build::<CoapSource>(&key, table)?.1,
+        other => return Err(unknown_kind(&key, other)),
+    };
+    if let serde_json::Value::Object(m) = &mut effective {
+        m.insert("kind".into(), serde_json::Value::String(kind));
+    }
+    Ok(effective)
+}
+
+/// Builds a source from its table and spawns it into `tasks`.
+pub fn spawn(
+    name: &str,
+    table: &toml::Table,
+    ctx: SourceContext,
+    tasks: &mut JoinSet<SourceExit>,
+) -> anyhow::Result<AbortHandle> {
+    let key = format!("sources.{name}");
+    let kind = kind_of(&key, table)?;
+    Ok(match kind.as_str() {
+        CoapSource::KIND => run(build::<CoapSource>(&key, table)?.0, ctx, tasks),
+        other => return Err(unknown_kind(&key, other)),
+    })
+}
+
+fn run<S: Source>(source: S, ctx: SourceContext, tasks: &mut JoinSet<SourceExit>) -> AbortHandle {
+    let name = ctx.name.clone();
+    tasks.spawn(async move {
+        let r = source.run(ctx).await;
+        (name, r)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn effective_config_includes_adapter_defaults_and_kind() {
+        let v = check("coap", &table("kind = \"coap\"\nbind = \"127.0.0.1:5999\"")).unwrap();
+        assert_eq!(v["kind"], "coap");
+        assert_eq!(v["bind"], "127.0.0.1:5999");
+        assert_eq!(v["path"], "telemetry", "default filled in");
+    }
+
+    #[test]
+    fn bad_adapter_values_name_the_key() {
+        let e = check("c", &table("kind = \"coap\"\nbind = 5")).unwrap_err();
+        assert!(e.to_string().starts_with("sources.c.bind"), "{e}");
+        let e = check("c", &table("kind = \"coap\"\nbogus = 1")).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = check("c", &table("kind = \"zigbee\"")).unwrap_err();
+        assert!(e.to_string().contains("sources.c.kind"), "{e}");
+    }
+}
