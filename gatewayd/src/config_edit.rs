@@ -458,4 +458,33 @@ mod tests {
         let e = plan("[buffer]\nmax_bytes = 1\n", &set("log.level", "debug")).unwrap_err();
         assert!(matches!(e, EditError::Invalid(m) if m.contains("invalid already")));
     }
+
+    use proptest::prelude::{any, prop_oneof, Strategy};
+
+    proptest::proptest! {
+        /// Whatever key and value a caller sends, planning a change answers
+        /// with a result (never a panic), and an accepted change parses back
+        /// to the configuration it reports.
+        #[test]
+        fn any_key_and_value_get_an_answer(
+            key in "[a-z_.]{0,24}|buffer\\.[a-z_]{1,20}|sources\\.coap\\.[a-z_]{1,12}",
+            v in prop_oneof![
+                any::<i64>().prop_map(toml_edit::Value::from),
+                "[ -~]{0,12}".prop_map(|s| toml_edit::Value::from(s.as_str())),
+                any::<bool>().prop_map(toml_edit::Value::from),
+                any::<f64>().prop_map(toml_edit::Value::from),
+            ],
+            unset in any::<bool>(),
+        ) {
+            let edit = if unset { Edit::Unset(key.clone()) } else { Edit::Set(key.clone(), v) };
+            if let Ok(p) = plan(FILE, &edit) {
+                let again = validate_text(&p.text).expect("planned text is valid");
+                proptest::prop_assert_eq!(
+                    effective(&again).unwrap(),
+                    effective(&p.config).unwrap()
+                );
+            }
+            let _ = get(&validate_text(FILE).unwrap(), &key);
+        }
+    }
 }
