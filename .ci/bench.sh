@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: the criterion micro-benchmarks (cargo bench -p gatewayd-bench:
-# codec, buffer and edge; edge needs the edge-app guests, so
+# codec, buffer and edge; -p gatewayd-devices: the device registry; edge needs the edge-app guests, so
 # edge-apps/build-guests.sh runs first), then the load harness: release
 # builds of cloud-bridge (embedded broker + SQLite) and gatewayd on loopback,
 # driven by gatewayd-load. Reports (text and JSON) go to .run/bench/.
@@ -18,6 +18,8 @@ if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
     bash edge-apps/build-guests.sh
     say "==> criterion benchmarks"
     "$CARGO" bench -p gatewayd-bench
+    # Library benches: the device registry (observe per committed group).
+    "$CARGO" bench -p gatewayd-devices
 fi
 
 PROFILE="${BENCH_PROFILE:-release}"
@@ -98,6 +100,10 @@ data_dir = "$out/gatewayd"
 
 [uplink]
 broker = "mqtt://127.0.0.1:$MQTT_PORT"
+
+# No system bus to serve on here (the control plane is idle under load).
+[dbus]
+enabled = false
 
 [sources.coap]
 kind = "coap"

@@ -902,3 +902,46 @@ fn known_devices_survive_a_restart_without_being_announced_again() {
     );
     assert_running(&child);
 }
+
+#[test]
+fn a_crashing_app_is_signalled_as_crashed_then_disabled() {
+    let bus = system_bus();
+    let publisher = Publisher::new();
+    let gw = gateway(
+        "gw-crash",
+        "mqtt://127.0.0.1:1",
+        &bus,
+        &format!(
+            "[edge_apps]\ntrusted_keys = [{:?}]\nscan_interval_ms = 200\n",
+            publisher.pub_path
+        ),
+    );
+    let child = start(&gw);
+    let b = bus.address.as_str();
+    let mut watch = Watch::start(b);
+    // hostile-trap panics (a wasm trap) in every call.
+    let trap = publisher.bundle("hostile-trap", |_| {});
+    ctl_ok(b, &["apps", "deploy", trap.to_str().unwrap()]);
+    for i in 0..3 {
+        post(gw.coap_port, "victim", f64::from(i));
+    }
+    let crashed = watch.wait("AppCrashed", |a| a["name"] == "hostile-trap");
+    assert_eq!(crashed["args"]["fault"], "trap", "{crashed}");
+    let disabled = watch.wait("AppDisabled", |a| a["name"] == "hostile-trap");
+    assert!(
+        disabled["args"]["for_ms"].as_u64().unwrap() > 0,
+        "{disabled}"
+    );
+    // The list's counters are refreshed about once a second.
+    let apps = eventually("the app listed as disabled", || {
+        let apps = ctl_json(b, &["apps", "list"]);
+        (apps[0]["state"] == "disabled").then_some(apps)
+    });
+    assert!(apps[0]["failures"].as_u64().unwrap() >= 3, "{apps}");
+    // Readings still flow (on_failure = "pass").
+    assert_eq!(
+        device(&ctl_json(b, &["devices"]), "coap:victim").unwrap()["readings"],
+        3
+    );
+    assert_running(&child);
+}
