@@ -109,6 +109,14 @@ pub struct Shared {
     current: Mutex<Config>,
     pending: watch::Sender<Vec<String>>,
     edit_lock: tokio::sync::Mutex<()>,
+    /// The running parts the control plane reads and drives.
+    pub io: Handles,
+    control: mpsc::Sender<ControlRequest>,
+    log: Option<LogControl>,
+}
+
+/// Handles to the running daemon's parts.
+pub struct Handles {
     pub uplink: watch::Receiver<UplinkStatus>,
     pub retry: RetryNow,
     pub buffer: BufferHandle,
@@ -116,21 +124,13 @@ pub struct Shared {
     pub devices: DeviceRegistry,
     pub lora: Option<LoraRegistry>,
     pub apps: Option<Apps>,
-    control: mpsc::Sender<ControlRequest>,
-    log: Option<LogControl>,
 }
 
 /// The parts [`Shared::new`] takes.
 pub struct SharedParts {
     pub config: Config,
     pub config_path: Option<PathBuf>,
-    pub uplink: watch::Receiver<UplinkStatus>,
-    pub retry: RetryNow,
-    pub buffer: BufferHandle,
-    pub sources: watch::Receiver<Vec<SourceEntry>>,
-    pub devices: DeviceRegistry,
-    pub lora: Option<LoraRegistry>,
-    pub apps: Option<Apps>,
+    pub io: Handles,
     pub control: mpsc::Sender<ControlRequest>,
     pub log: Option<LogControl>,
 }
@@ -154,13 +154,7 @@ impl Shared {
             current: Mutex::new(p.config),
             pending,
             edit_lock: tokio::sync::Mutex::new(()),
-            uplink: p.uplink,
-            retry: p.retry,
-            buffer: p.buffer,
-            sources: p.sources,
-            devices: p.devices,
-            lora: p.lora,
-            apps: p.apps,
+            io: p.io,
             control: p.control,
             log: p.log,
         })
@@ -277,15 +271,15 @@ impl Shared {
 
     /// `FlushBuffer`: returns `(delivered, remaining)`.
     pub async fn flush(&self, timeout: Duration) -> (u64, u64) {
-        let start = self.buffer.stats();
+        let start = self.io.buffer.stats();
         let target = start.next_seq.saturating_sub(1);
         if start.acked_through >= target || start.readings == 0 {
             return (0, 0);
         }
-        self.retry.retry();
-        let mut stats = self.buffer.watch_stats();
+        self.io.retry.retry();
+        let mut stats = self.io.buffer.watch_stats();
         let _ = tokio::time::timeout(timeout, stats.wait_for(|s| s.acked_through >= target)).await;
-        let end = self.buffer.stats();
+        let end = self.io.buffer.stats();
         let delivered = end.acked_through.min(target) - start.acked_through.min(target);
         let remaining = if end.acked_through >= target {
             0

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{BusChoice, Config};
-use crate::control::{self, ControlRequest, LogControl, Shared, SharedParts, SourceEntry};
+use crate::control::{self, ControlRequest, Handles, LogControl, Shared, SharedParts, SourceEntry};
 use crate::pipeline::{self, BufferHandle, EdgeStage, Signals, WriterCounters, WriterStages};
 use crate::sources::{self, SourceExit};
 
@@ -386,13 +386,15 @@ pub async fn run_with(
     let shared = Shared::new(SharedParts {
         config: config.clone(),
         config_path: opts.config_path.clone(),
-        uplink: status_rx,
-        retry,
-        buffer: buffer.clone(),
-        sources: sources_rx,
-        devices: devices.clone(),
-        lora,
-        apps,
+        io: Handles {
+            uplink: status_rx,
+            retry,
+            buffer: buffer.clone(),
+            sources: sources_rx,
+            devices: devices.clone(),
+            lora,
+            apps,
+        },
         control: control_tx,
         log: opts.log.clone(),
     });

@@ -392,18 +392,19 @@ impl Gateway {
 
     #[zbus(property)]
     fn uplink_connected(&self) -> bool {
-        self.0.shared.uplink.borrow().connected
+        self.0.shared.io.uplink.borrow().connected
     }
 
     #[zbus(property)]
     fn uplink_broker(&self) -> String {
-        self.0.shared.uplink.borrow().broker.clone()
+        self.0.shared.io.uplink.borrow().broker.clone()
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn uplink_last_puback(&self) -> u64 {
         self.0
             .shared
+            .io
             .uplink
             .borrow()
             .last_puback
@@ -413,13 +414,14 @@ impl Gateway {
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn uplink_in_flight(&self) -> u32 {
-        u32::try_from(self.0.shared.uplink.borrow().in_flight).unwrap_or(u32::MAX)
+        u32::try_from(self.0.shared.io.uplink.borrow().in_flight).unwrap_or(u32::MAX)
     }
 
     #[zbus(property)]
     fn uplink_last_error(&self) -> String {
         self.0
             .shared
+            .io
             .uplink
             .borrow()
             .last_error
@@ -429,17 +431,17 @@ impl Gateway {
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn buffer_readings(&self) -> u64 {
-        self.0.shared.buffer.stats().readings
+        self.0.shared.io.buffer.stats().readings
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn buffer_bytes(&self) -> u64 {
-        self.0.shared.buffer.stats().bytes
+        self.0.shared.io.buffer.stats().bytes
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn buffer_max_bytes(&self) -> u64 {
-        self.0.shared.buffer.stats().max_bytes
+        self.0.shared.io.buffer.stats().max_bytes
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -452,7 +454,7 @@ impl Gateway {
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn buffer_dropped(&self) -> HashMap<String, u64> {
-        let s = self.0.shared.buffer.stats();
+        let s = self.0.shared.io.buffer.stats();
         HashMap::from([
             ("oldest".to_owned(), s.dropped_oldest),
             ("newest".to_owned(), s.dropped_newest),
@@ -473,6 +475,7 @@ impl Gateway {
     async fn list_devices(&self) -> Vec<Dict> {
         self.0
             .shared
+            .io
             .devices
             .list()
             .iter()
@@ -575,6 +578,7 @@ impl Gateway {
 
 fn adapters(shared: &Shared) -> Vec<(String, String, String, String)> {
     shared
+        .io
         .sources
         .borrow()
         .iter()
@@ -590,7 +594,7 @@ pub struct AppsIface(Service);
 
 impl AppsIface {
     fn apps(&self) -> Result<&control::Apps> {
-        self.0.shared.apps.as_ref().ok_or_else(|| {
+        self.0.shared.io.apps.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
                 "edge apps are disabled (edge_apps.enabled = false)",
@@ -703,7 +707,7 @@ pub struct LoraIface(Service);
 
 impl LoraIface {
     fn registry(&self) -> Result<gatewayd_adapter_lorawan::LoraRegistry> {
-        self.0.shared.lora.clone().ok_or_else(|| {
+        self.0.shared.io.lora.clone().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
                 "the LoRaWAN registry could not be opened (see gatewayd's log)",
@@ -856,11 +860,11 @@ async fn signals(
     let em = gw.signal_emitter().clone();
     let apps_em = apps_iface.signal_emitter().clone();
 
-    let mut devices = shared.devices.events();
-    let mut app_events = shared.apps.as_ref().map(|a| a.handle.events());
-    let mut uplink = shared.uplink.clone();
+    let mut devices = shared.io.devices.events();
+    let mut app_events = shared.io.apps.as_ref().map(|a| a.handle.events());
+    let mut uplink = shared.io.uplink.clone();
     let mut was_connected = uplink.borrow().connected;
-    let mut stats = shared.buffer.watch_stats();
+    let mut stats = shared.io.buffer.watch_stats();
     let mut pending = shared.pending_restart();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_adapters = adapters(shared);
@@ -883,7 +887,7 @@ async fn signals(
                     warn!(missed = n, "D-Bus: device events were lost (too many at once)");
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    devices = shared.devices.events();
+                    devices = shared.io.devices.events();
                 }
             },
             ev = async {

@@ -34,6 +34,15 @@ fn gateway(id: &str, broker: &str, bus: &DbusDaemon, extra: &str) -> Gateway {
     gw
 }
 
+/// gatewayd on `bus` trusting `publisher`'s bundles.
+fn app_gateway(id: &str, broker: &str, bus: &DbusDaemon, publisher: &Publisher) -> Gateway {
+    let trusted = format!(
+        "[edge_apps]\ntrusted_keys = [{:?}]\nscan_interval_ms = 200\n",
+        publisher.pub_path
+    );
+    gateway(id, broker, bus, &trusted)
+}
+
 fn start(gw: &Gateway) -> ChildGuard {
     let child = gw.start();
     child
@@ -90,15 +99,7 @@ fn gatewayctl_drives_every_subcommand() {
     let bus = system_bus();
     let broker = Mosquitto::start(MosquittoOptions::default()).unwrap();
     let publisher = Publisher::new();
-    let gw = gateway(
-        "gw-ctl",
-        &broker.url(),
-        &bus,
-        &format!(
-            "[edge_apps]\ntrusted_keys = [{:?}]\nscan_interval_ms = 200\n",
-            publisher.pub_path
-        ),
-    );
+    let gw = app_gateway("gw-ctl", &broker.url(), &bus, &publisher);
     let child = start(&gw);
     let b = bus.address.as_str();
     let mut watch = Watch::start(b);
@@ -907,15 +908,7 @@ fn known_devices_survive_a_restart_without_being_announced_again() {
 fn a_crashing_app_is_signalled_as_crashed_then_disabled() {
     let bus = system_bus();
     let publisher = Publisher::new();
-    let gw = gateway(
-        "gw-crash",
-        "mqtt://127.0.0.1:1",
-        &bus,
-        &format!(
-            "[edge_apps]\ntrusted_keys = [{:?}]\nscan_interval_ms = 200\n",
-            publisher.pub_path
-        ),
-    );
+    let gw = app_gateway("gw-crash", "mqtt://127.0.0.1:1", &bus, &publisher);
     let child = start(&gw);
     let b = bus.address.as_str();
     let mut watch = Watch::start(b);

@@ -28,6 +28,12 @@ use tracing::{info, warn};
 use crate::runtime::EdgeHandle;
 use crate::EdgeError;
 
+/// Whether a directory entry is a bundle the scanner considers (`*.gwapp`,
+/// not hidden: writers stage files under a `.` name).
+fn is_bundle_file(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(".gwapp")
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployed {
@@ -189,9 +195,7 @@ impl Scanner {
         };
         while let Ok(Some(entry)) = rd.next_entry().await {
             let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || !name.ends_with(".gwapp") {
+            if !is_bundle_file(&entry.file_name().to_string_lossy()) {
                 continue;
             }
             let meta = match tokio::fs::metadata(&path).await {
@@ -309,9 +313,7 @@ impl Scanner {
         };
         while let Ok(Some(entry)) = rd.next_entry().await {
             let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || !name.ends_with(".gwapp") {
+            if !is_bundle_file(&entry.file_name().to_string_lossy()) {
                 continue;
             }
             let Ok(meta) = tokio::fs::metadata(&path).await else {
