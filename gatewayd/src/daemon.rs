@@ -51,6 +51,8 @@ pub struct RunOptions {
 /// The running sources: one task, stop token and health state each.
 struct Sources {
     ingest: mpsc::Sender<Ingest>,
+    /// `gateway.data_dir`, for adapters that keep state (`lorawan`).
+    data_dir: PathBuf,
     stop: CancellationToken,
     tasks: JoinSet<SourceExit>,
     running: BTreeMap<String, Running>,
@@ -75,7 +77,7 @@ impl Sources {
             shutdown: stop.clone(),
             health,
         };
-        let abort = sources::spawn(name, table, ctx, &mut self.tasks)?;
+        let abort = sources::spawn(name, table, &self.data_dir, ctx, &mut self.tasks)?;
         let kind = table
             .get("kind")
             .and_then(|k| k.as_str())
@@ -351,6 +353,7 @@ pub async fn run_with(
     let (published, sources_rx) = watch::channel(Vec::new());
     let mut srcs = Sources {
         ingest: ingest_tx,
+        data_dir: data_dir.clone(),
         stop: CancellationToken::new(),
         tasks: JoinSet::new(),
         running: BTreeMap::new(),

@@ -4,12 +4,15 @@
 //!
 //! A new adapter registers here: one line in each `match`.
 
+use std::path::Path;
+
 use gatewayd_adapter_coap::CoapSource;
+use gatewayd_adapter_lorawan::LoraSource;
 use gatewayd_core::{Source, SourceContext, SourceError};
 use tokio::task::{AbortHandle, JoinSet};
 
 /// Every `kind` this build supports.
-pub const KINDS: &[&str] = &[CoapSource::KIND];
+pub const KINDS: &[&str] = &[CoapSource::KIND, LoraSource::KIND];
 
 /// What a finished source task returns: its name and how it ended.
 pub type SourceExit = (String, Result<(), SourceError>);
@@ -61,6 +64,7 @@ pub fn check(name: &str, table: &toml::Table) -> anyhow::Result<serde_json::Valu
     let kind = kind_of(&key, table)?;
     let mut effective = match kind.as_str() {
         CoapSource::KIND => build::<CoapSource>(&key, table)?.1,
+        LoraSource::KIND => build::<LoraSource>(&key, table)?.1,
         other => return Err(unknown_kind(&key, other)),
     };
     if let serde_json::Value::Object(m) = &mut effective {
@@ -69,17 +73,36 @@ pub fn check(name: &str, table: &toml::Table) -> anyhow::Result<serde_json::Valu
     Ok(effective)
 }
 
-/// Builds a source from its table and spawns it into `tasks`.
+/// The table with the daemon's settings an adapter needs filled in when
+/// the section leaves them out: `state_dir` = `gateway.data_dir` for
+/// `lorawan` (where `lorawan.db` lives).
+fn with_daemon_defaults(kind: &str, table: &toml::Table, data_dir: &Path) -> toml::Table {
+    let mut table = table.clone();
+    if kind == LoraSource::KIND && !table.contains_key("state_dir") {
+        table.insert(
+            "state_dir".into(),
+            toml::Value::String(data_dir.to_string_lossy().into_owned()),
+        );
+    }
+    table
+}
+
+/// Builds a source from its table and spawns it into `tasks`. `data_dir`
+/// (`gateway.data_dir`) fills in adapter settings the table leaves out
+/// (see [`with_daemon_defaults`]).
 pub fn spawn(
     name: &str,
     table: &toml::Table,
+    data_dir: &Path,
     ctx: SourceContext,
     tasks: &mut JoinSet<SourceExit>,
 ) -> anyhow::Result<AbortHandle> {
     let key = format!("sources.{name}");
     let kind = kind_of(&key, table)?;
+    let table = &with_daemon_defaults(&kind, table, data_dir);
     Ok(match kind.as_str() {
         CoapSource::KIND => run(build::<CoapSource>(&key, table)?.0, ctx, tasks),
+        LoraSource::KIND => run(build::<LoraSource>(&key, table)?.0, ctx, tasks),
         other => return Err(unknown_kind(&key, other)),
     })
 }
@@ -116,5 +139,21 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = check("c", &table("kind = \"zigbee\"")).unwrap_err();
         assert!(e.to_string().contains("sources.c.kind"), "{e}");
+    }
+
+    #[test]
+    fn lorawan_is_registered_and_gets_the_data_dir_as_state_dir() {
+        let t = table("kind = \"lorawan\"\nregion = \"US915\"");
+        let v = check("lora", &t).unwrap();
+        assert_eq!(v["kind"], "lorawan");
+        assert_eq!(v["bind"], "0.0.0.0:1700", "default filled in");
+        assert!(v["state_dir"].is_null(), "the daemon's data_dir at start");
+        let filled = with_daemon_defaults("lorawan", &t, Path::new("/var/lib/x"));
+        assert_eq!(filled["state_dir"].as_str(), Some("/var/lib/x"));
+        let own = table("kind = \"lorawan\"\nstate_dir = \"/srv/lora\"");
+        let kept = with_daemon_defaults("lorawan", &own, Path::new("/var/lib/x"));
+        assert_eq!(kept["state_dir"].as_str(), Some("/srv/lora"));
+        let e = check("lora", &table("kind = \"lorawan\"\nregion = \"XX\"")).unwrap_err();
+        assert!(e.to_string().starts_with("sources.lora.region"), "{e}");
     }
 }

@@ -1,10 +1,19 @@
 //! # gatewayd-adapter-lorawan
 //!
-//! LoRaWAN support for gatewayd. This first part is the **device registry**:
-//! which LoRaWAN end devices the gateway's network server accepts, how they
-//! are activated, and their keys. The network server (Semtech UDP packet
-//! forwarder, OTAA joins, MIC checks, frame counters) comes later and reads
-//! this registry.
+//! LoRaWAN support for gatewayd: a private LoRaWAN 1.0.x class A network
+//! server for Semtech UDP packet forwarders, as the source `kind = "lorawan"`.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`registry`] | the device registry (keys, activation) in `lorawan.db`, shared with D-Bus |
+//! | [`store`] | the `sessions` table of `lorawan.db` and the in-memory device table the server reads |
+//! | [`config`] | the `[sources.<name>]` section and its validation |
+//! | [`forwarders`] | the packet forwarders: addresses, liveness, counters |
+//! | [`source`] | [`LoraSource`]: the UDP socket and the loop driving the sans-IO server of `gatewayd-lorawan-proto` (see its docs for the steps of a datagram) |
+//!
+//! The rest of this page documents the **device registry**: which LoRaWAN
+//! end devices the network server accepts, how they are activated, and their
+//! keys.
 //!
 //! ## What is stored
 //!
@@ -57,5 +66,12 @@
 //! devices in memory, and reload when the generation changes. All registry
 //! calls block (SQLite, fsync): use `spawn_blocking` from async code.
 
+pub mod config;
+pub mod forwarders;
 pub mod registry;
+pub mod source;
+pub mod store;
+
+pub use config::{DeviceConfig, LoraConfig};
 pub use registry::*;
+pub use source::{BoundLoraSource, LoraSource, LoraStats};
