@@ -4,6 +4,7 @@
 # the `coap-client` name for libcoap's client, and the rustfmt/clippy
 # rustup components. Installed things are left alone; safe to re-run.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
     mosquitto           # MQTT broker for the end-to-end tests
@@ -71,6 +72,20 @@ if ! command -v coap-client >/dev/null; then
         fi
     done
     command -v coap-client >/dev/null || die "coap-client not found after installing libcoap3-bin"
+fi
+
+# node + lora-packet: an independent LoRaWAN implementation the LoRaWAN
+# tests build and check frames with (tests/lorawan, versions pinned by its
+# package-lock.json).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if [ ! -d tests/lorawan/node_modules/lora-packet ] \
+    || [ tests/lorawan/package-lock.json -nt tests/lorawan/node_modules ]; then
+    say "npm ci in tests/lorawan (lora-packet)"
+    (cd tests/lorawan && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # Rust: a toolchain must already be there (https://rustup.rs); we only add
