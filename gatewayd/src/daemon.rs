@@ -109,21 +109,12 @@ impl Sources {
         self.published.send_replace(list);
     }
 
-    fn log_exit(done: Result<SourceExit, tokio::task::JoinError>) -> Option<String> {
+    fn log_exit(done: Result<SourceExit, tokio::task::JoinError>) {
         match done {
-            Ok((name, Ok(()))) => {
-                info!(source = %name, "source stopped");
-                Some(name)
-            }
-            Ok((name, Err(e))) => {
-                error!(source = %name, error = %e, "source failed");
-                Some(name)
-            }
-            Err(e) if e.is_cancelled() => None,
-            Err(e) => {
-                error!(error = %e, "source task panicked");
-                None
-            }
+            Ok((name, Ok(()))) => info!(source = %name, "source stopped"),
+            Ok((name, Err(e))) => error!(source = %name, error = %e, "source failed"),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => error!(error = %e, "source task panicked"),
         }
     }
 
@@ -157,9 +148,7 @@ impl Sources {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while waiting.iter().any(|(_, a)| !a.is_finished()) {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(done)) => {
-                    Self::log_exit(done);
-                }
+                Ok(Some(done)) => Self::log_exit(done),
                 Ok(None) => break,
                 Err(_) => {
                     for (n, a) in &waiting {

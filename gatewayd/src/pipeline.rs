@@ -320,6 +320,8 @@ pub async fn run_writer(
             };
             let mut blocked = Vec::new();
             let mut any_committed = false;
+            // One clock read per commit, for every group's devices.
+            let now_ms = gatewayd_devices::now_ms();
             for ((ingest, outcome), readings) in ingests
                 .into_iter()
                 .zip(appended.outcomes)
@@ -336,7 +338,7 @@ pub async fn run_writer(
                         // Devices are those sources submitted for (not
                         // what apps derived on their own).
                         if let (Some(d), true) = (&devices, ingest.reply.is_some()) {
-                            d.observe(&readings, gatewayd_devices::now_ms());
+                            d.observe(&readings, now_ms);
                         }
                         reply(ingest, Ok(Committed { first_seq, count }));
                     }

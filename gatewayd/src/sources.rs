@@ -109,8 +109,14 @@ pub fn spawn(
 
 fn run<S: Source>(source: S, ctx: SourceContext, tasks: &mut JoinSet<SourceExit>) -> AbortHandle {
     let name = ctx.name.clone();
+    let health = ctx.health.clone();
     tasks.spawn(async move {
         let r = source.run(ctx).await;
+        // The contract: an error return is fatal. Every source's health
+        // says so here, not in each adapter.
+        if let Err(e) = &r {
+            health.set(gatewayd_core::SourceState::Failed(e.to_string()));
+        }
         (name, r)
     })
 }

@@ -185,14 +185,9 @@ impl Source for CoapSource {
         })
     }
 
+    /// A bind failure is returned; the daemon marks the source failed.
     async fn run(self, ctx: SourceContext) -> Result<(), SourceError> {
-        match self.bind().await {
-            Ok(bound) => bound.run(ctx).await,
-            Err(e) => {
-                ctx.health.set(SourceState::Failed(e.to_string()));
-                Err(e)
-            }
-        }
+        self.bind().await?.run(ctx).await
     }
 }
 
@@ -248,9 +243,8 @@ impl BoundCoapSource {
         let result = server.serve(&ctx, config.max_datagram_bytes).await;
         server.drain().await;
         join_observers(&mut observers).await;
-        match &result {
-            Ok(()) => ctx.health.set(SourceState::Stopped),
-            Err(e) => ctx.health.set(SourceState::Failed(e.to_string())),
+        if result.is_ok() {
+            ctx.health.set(SourceState::Stopped);
         }
         info!(source = %ctx.name, "CoAP server stopped");
         result

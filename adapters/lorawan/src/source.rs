@@ -285,14 +285,9 @@ impl Source for LoraSource {
         })
     }
 
+    /// A bind failure is returned; the daemon marks the source failed.
     async fn run(self, ctx: SourceContext) -> Result<(), SourceError> {
-        match self.bind().await {
-            Ok(bound) => bound.run(ctx).await,
-            Err(e) => {
-                ctx.health.set(SourceState::Failed(e.to_string()));
-                Err(e)
-            }
-        }
+        self.bind().await?.run(ctx).await
     }
 }
 

@@ -76,22 +76,10 @@ impl DeployDir {
         DeployDir { tx }
     }
 
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, EdgeError>>) -> DirRequest,
-    ) -> Result<T, EdgeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| EdgeError::Stopped)?;
-        rx.await.map_err(|_| EdgeError::Stopped)?
-    }
-
     /// Verifies and installs a bundle (an upgrade if the app exists, and
     /// then only if `must_exist`), and keeps it in the directory.
     pub async fn deploy(&self, bundle: Vec<u8>, must_exist: bool) -> Result<Deployed, EdgeError> {
-        self.call(|reply| DirRequest::Deploy {
+        crate::runtime::request(&self.tx, |reply| DirRequest::Deploy {
             bundle,
             must_exist,
             reply,
@@ -103,7 +91,7 @@ impl DeployDir {
     /// (`""` if only a file was left).
     pub async fn remove(&self, name: &str) -> Result<String, EdgeError> {
         let name = name.to_owned();
-        self.call(|reply| DirRequest::Remove { name, reply }).await
+        crate::runtime::request(&self.tx, |reply| DirRequest::Remove { name, reply }).await
     }
 }
 

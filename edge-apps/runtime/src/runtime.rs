@@ -295,17 +295,24 @@ fn run(
     debug!("edge-apps runtime thread stopped");
 }
 
+/// Sends a request carrying its reply channel to a task (the runtime
+/// thread, the deployment-directory task) and waits for the answer; a gone
+/// task is [`EdgeError::Stopped`].
+pub(crate) async fn request<R, T>(
+    tx: &mpsc::Sender<R>,
+    make: impl FnOnce(oneshot::Sender<Result<T, EdgeError>>) -> R,
+) -> Result<T, EdgeError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| EdgeError::Stopped)?;
+    rx.await.map_err(|_| EdgeError::Stopped)?
+}
+
 impl EdgeHandle {
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, EdgeError>>) -> Request,
     ) -> Result<T, EdgeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| EdgeError::Stopped)?;
-        rx.await.map_err(|_| EdgeError::Stopped)?
+        request(&self.tx, make).await
     }
 
     /// Whether any app or detector is installed: when not, `process` would

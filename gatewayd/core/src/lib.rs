@@ -244,7 +244,7 @@ pub trait Source: Sized + Send + 'static {
     fn build(key: &str, config: Self::Config) -> Result<Self, ConfigError>;
 
     /// Runs until `ctx.shutdown` fires (then drains and returns) or a fatal
-    /// error.
+    /// error, which the daemon records as [`SourceState::Failed`].
     fn run(self, ctx: SourceContext) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
