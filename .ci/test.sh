@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-$([ -t 1 ] && echo always || echo never)}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+target_parent=$(dirname "$target_dir")
 log_dir=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-test.XXXXXX")
 trap 'rm -rf "$log_dir"' EXIT
 start=$SECONDS
@@ -26,6 +28,10 @@ step() {
             count_tests
             printf 'tests: %s passed, %s failed, %s ignored\n' "$passed" "$failed" "$ignored" >&2
         fi
+        # Out-of-space failures look like compiler errors: say how much is left.
+        printf 'disk: %s available; target dir %s\n' \
+            "$(df -h --output=avail "$target_parent" 2>/dev/null | tail -1 | tr -d ' ')" \
+            "$(du -sh "$target_dir" 2>/dev/null | cut -f1)" >&2
         printf '\nmake test: FAILED at %s (%s) after %ss; passed steps: %s\n' \
             "$step_name" "$*" "$((SECONDS - start))" "${summary[*]:-none}" >&2
         exit 1
@@ -50,5 +56,5 @@ step guests bash edge-apps/build-guests.sh
 step test cargo test --workspace --no-fail-fast
 
 count_tests
-printf '\nmake test: OK in %ss: %s tests passed, %s ignored (%s)\n' \
-    "$((SECONDS - start))" "$passed" "$ignored" "${summary[*]}"
+printf '\nmake test: OK in %ss: %s tests passed, %s ignored (%s); target dir %s\n' \
+    "$((SECONDS - start))" "$passed" "$ignored" "${summary[*]}" "$(du -sh "$target_dir" 2>/dev/null | cut -f1)"
