@@ -17,6 +17,13 @@
 # window; once an alert, an aggregate and an anomaly score have reached the
 # cloud API the script prints them.
 #
+# LoRaWAN: gatewayd's lorawan source (docs/demo/gatewayd.toml, port 1700) is
+# the network server for three simulated ABP devices behind a simulated
+# Semtech packet forwarder (gatewayd-lora-load --demo): two send Cayenne LPP,
+# decoded by gatewayd; the third has profile "lora-codec" and is decoded by
+# the lora-codec edge app. Their frame counters start over at each run, so
+# the demo's LoRaWAN sessions (.run/gatewayd/lorawan.db) are reset too.
+#
 # Knobs (environment): DEMO_SENSORS (default 5), DEMO_SECONDS (stop that
 # many seconds after the demo is up; default: run until Ctrl-C), DEMO_EDGE_WAIT
 # (seconds to wait for the edge-app output to reach the cloud, default 120).
@@ -44,6 +51,7 @@ broker_listen=$(toml_get "$CB_CONFIG" broker listen)
 HTTP_PORT=${http_listen##*:}; HTTP_PORT=${HTTP_PORT:-8080}
 MQTT_PORT=${broker_listen##*:}; MQTT_PORT=${MQTT_PORT:-1883}
 COAP=$(toml_get "$GW_CONFIG" sources.coap bind); COAP=${COAP:-127.0.0.1:5683}
+LORA=$(toml_get "$GW_CONFIG" sources.lora bind); LORA=${LORA:-127.0.0.1:1700}
 case $COAP in  # a wildcard bind: the simulated sensors use loopback
     0.0.0.0:*) COAP=127.0.0.1:${COAP##*:} ;;
     "[::]:"*) COAP="[::1]:${COAP##*:}" ;;
@@ -83,9 +91,13 @@ pack_app() {
 pack_app threshold-alert "$COMPONENTS/threshold-alert.manifest.toml"
 pack_app downsample docs/demo/apps/downsample.manifest.toml
 pack_app vibration-anomaly "$COMPONENTS/vibration-anomaly.manifest.toml" --model "vibration-ae=$MODEL"
-EDGE_APPS=(threshold-alert downsample vibration-anomaly)
+# As shipped: it decodes the LoRaWAN devices whose profile is lora-codec.
+pack_app lora-codec "$COMPONENTS/lora-codec.manifest.toml"
+EDGE_APPS=(threshold-alert downsample vibration-anomaly lora-codec)
 
 mkdir -p .run/cloud-bridge .run/gatewayd
+# The simulated LoRaWAN devices count their frames from 0 again.
+rm -f .run/gatewayd/lorawan.db .run/gatewayd/lorawan.db-wal .run/gatewayd/lorawan.db-shm
 # gatewayd runs on a copy of its config: `gatewayctl config set` persists
 # into the file it was started with, and that should not be the repository's.
 cp "$GW_CONFIG" .run/gatewayd.toml
@@ -154,6 +166,11 @@ fleet_start_us=$(date +%s%6N)
 fleet_pid=$!
 pids+=("$fleet_pid")
 
+say "==> starting a simulated LoRaWAN packet forwarder with 3 ABP devices (log: .run/lora.log)"
+"$BIN/gatewayd-lora-load" --demo --devices 3 --codec 1 --demo-interval 5 --target "$LORA" \
+    >>.run/lora.log 2>&1 </dev/null &
+pids+=("$!")
+
 # show TITLE DEVICE MEASUREMENT [JQ-CONDITION]: waits (bounded by $EDGE_WAIT
 # from the fleet's start) until the cloud API has a reading of DEVICE
 # carrying MEASUREMENT (and meeting the condition), stored since the fleet
@@ -207,6 +224,10 @@ show "downsample: a 10 s aggregate of coap:sim-0 (temperature_mean/_min/_max/_co
 show "vibration-anomaly: the anomaly score of a 32-sample window of coap:pump-1" coap:pump-1 anomaly_score
 show "vibration-anomaly: a critical alert (a window with a spike)" coap:pump-1 alert
 show "threshold-alert: coap:boiler-1 went above 30 °C" coap:boiler-1 alert
+show "LoRaWAN: an uplink of lora:70B3D57E00000000 (Cayenne LPP, decoded by gatewayd)" \
+    lora:70B3D57E00000000 temperature_1
+show "LoRaWAN + lora-codec: lora:70B3D57E00000002 (profile lora-codec, decoded by the edge app)" \
+    lora:70B3D57E00000002 temperature
 say ""
 if [ "$edge_ok" = 1 ]; then
     say "==> edge apps: all output seen in the cloud"
@@ -220,6 +241,9 @@ say "$("$CTL" status 2>&1 || true)"
 say ""
 say "\$ gatewayctl devices"
 say "$("$CTL" devices 2>&1 || true)"
+say ""
+say "\$ gatewayctl lora forwarders"
+say "$("$CTL" lora forwarders 2>&1 || true)"
 
 cat <<MSG
 
@@ -234,13 +258,16 @@ gatewayd demo is running. Look at:
     $CTL status | devices | watch | config get buffer | apps list | buffer flush   (man: $CTL man | man -l -)
     $CTL config set log.level debug      (persisted to $GW_CONFIG; applied at once)
     busctl --address=$BUS introspect io.gatewayd.Gateway1 /io/gatewayd/Gateway1
+  LoRaWAN         $CTL lora devices | lora forwarders | lora stats | source status lora
+    queue a downlink for the next uplink: $CTL lora downlinks send 70B3D57E00000000 --fport 10 --hex 0102
+    (the simulated forwarder answers it with a TX_ACK: .run/lora.log counts them)
   edge apps        $CTL apps list   (also: deploy BUNDLE, upgrade BUNDLE, remove NAME)
     alerts:        curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:boiler-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "alert"))'
     anomaly scores: curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:pump-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "anomaly_score")) | [.time, .measurements[0].value]'
     aggregates:    curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "temperature_mean"))'
   post your own reading (libcoap):
     coap-client -m post -t 110 -e '[{"bn":"my-sensor/","n":"temperature","u":"Cel","v":22.5}]' coap://$COAP/telemetry
-  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log  .run/dbus.log
+  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log  .run/lora.log  .run/dbus.log
   state           .run/cloud-bridge/ (SQLite)  .run/gatewayd/ (buffer, apps/)  .run/edge/ (demo key, bundles)
 
 $(if [ -n "$DEMO_SECONDS" ]; then echo "Stopping after ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops earlier."; else echo "Ctrl-C stops everything."; fi)

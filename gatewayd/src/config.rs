@@ -421,6 +421,26 @@ mod tests {
         assert!(c.sources.contains_key("coap"));
     }
 
+    /// The commented `[sources.lora]` block of the example, uncommented
+    /// (its device list left out: placeholders), is the adapter's defaults.
+    #[test]
+    fn example_lorawan_block_is_the_defaults() {
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|l| *l != "# [sources.lora]")
+            .take_while(|l| !l.starts_with("# devices"))
+            .filter(|l| !l.starts_with("# # "))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(block.starts_with("[sources.lora]"), "{block}");
+        let c = Config::parse(&block).unwrap();
+        let effective = crate::sources::check("lora", &c.sources["lora"]).unwrap();
+        let mut defaults =
+            serde_json::to_value(gatewayd_adapter_lorawan::LoraConfig::default()).unwrap();
+        defaults["kind"] = "lorawan".into();
+        assert_eq!(effective, defaults);
+    }
+
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();

@@ -35,6 +35,8 @@ pub struct SourceEntry {
     pub name: String,
     pub kind: String,
     pub state: watch::Receiver<SourceState>,
+    /// What the source last published about itself (`null`: nothing).
+    pub status: watch::Receiver<serde_json::Value>,
 }
 
 /// `(state, detail)` as D-Bus shows a source.

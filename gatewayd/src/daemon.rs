@@ -19,7 +19,7 @@ use anyhow::Context;
 use gatewayd_adapter_lorawan::LoraRegistry;
 use gatewayd_buffer::{BufferConfig, SqliteStore};
 use gatewayd_core::{
-    ingest_channel, HealthHandle, Ingest, ReadingSink, SourceContext, SourceState,
+    ingest_channel, HealthHandle, Ingest, ReadingSink, SourceContext, SourceState, StatusHandle,
 };
 use gatewayd_devices::DeviceRegistry;
 use gatewayd_edge::{DeployDir, EdgeRuntime};
@@ -65,17 +65,20 @@ struct Running {
     stop: CancellationToken,
     abort: AbortHandle,
     state: watch::Receiver<SourceState>,
+    status: watch::Receiver<serde_json::Value>,
 }
 
 impl Sources {
     fn start(&mut self, name: &str, table: &toml::Table) -> anyhow::Result<()> {
         let (health, state) = HealthHandle::new();
+        let (status_handle, status) = StatusHandle::new();
         let stop = self.stop.child_token();
         let ctx = SourceContext {
             name: name.to_owned(),
             sink: ReadingSink::new(self.ingest.clone(), name),
             shutdown: stop.clone(),
             health,
+            status: status_handle,
         };
         let abort = sources::spawn(name, table, &self.data_dir, ctx, &mut self.tasks)?;
         let kind = table
@@ -91,6 +94,7 @@ impl Sources {
                 stop,
                 abort,
                 state,
+                status,
             },
         );
         Ok(())
@@ -104,6 +108,7 @@ impl Sources {
                 name: name.clone(),
                 kind: r.kind.clone(),
                 state: r.state.clone(),
+                status: r.status.clone(),
             })
             .collect();
         self.published.send_replace(list);

@@ -50,6 +50,7 @@ pub enum ErrorKind {
     AlreadyExists,
     AppRefused,
     Unavailable,
+    LimitExceeded,
     Failed,
     AccessDenied,
 }
@@ -65,6 +66,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => "io.gatewayd.Error.AlreadyExists",
             ErrorKind::AppRefused => "io.gatewayd.Error.AppRefused",
             ErrorKind::Unavailable => "io.gatewayd.Error.Unavailable",
+            ErrorKind::LimitExceeded => "io.gatewayd.Error.LimitExceeded",
             ErrorKind::Failed => "io.gatewayd.Error.Failed",
             ErrorKind::AccessDenied => "org.freedesktop.DBus.Error.AccessDenied",
         }
@@ -154,6 +156,7 @@ impl From<RegistryError> for Error {
             RegistryError::Invalid { .. } => ErrorKind::InvalidValue,
             RegistryError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             RegistryError::NotFound(_) => ErrorKind::NotFound,
+            RegistryError::QueueFull { .. } => ErrorKind::LimitExceeded,
             RegistryError::Storage { .. } => ErrorKind::Failed,
         };
         Error::new(kind, e.to_string())
@@ -483,6 +486,20 @@ impl Gateway {
             .collect()
     }
 
+    /// What a running source publishes about itself, as a JSON object
+    /// (`null` when it has published nothing yet).
+    async fn source_status(&self, name: String) -> Result<String> {
+        let sources = self.0.shared.io.sources.borrow();
+        let entry = sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no source {name:?} is running"),
+            )
+        })?;
+        let status = entry.status.borrow().to_string();
+        Ok(status)
+    }
+
     async fn get_config(&self, key: String) -> Result<OwnedValue> {
         let v = self.0.shared.get_config(&key)?;
         Ok(ov(json_to_value(&v)))
@@ -787,6 +804,68 @@ impl LoraIface {
         self.blocking(move |r| r.remove(&eui)).await?;
         info!(dev_eui = %dev_eui, "LoRaWAN device removed");
         Ok(())
+    }
+
+    /// Queues an application downlink for the device's next uplink;
+    /// returns its id.
+    #[zbus(out_args("id"))]
+    async fn enqueue_downlink(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        dev_eui: String,
+        fport: u8,
+        payload: Vec<u8>,
+        confirmed: bool,
+    ) -> Result<u64> {
+        self.0
+            .authorize(conn, &hdr, "LoRaWAN.EnqueueDownlink")
+            .await?;
+        self.blocking(move |r| r.enqueue_downlink(&dev_eui, fport, &payload, confirmed))
+            .await
+    }
+
+    /// Queued downlinks of a device, or of all devices when `dev_eui` is
+    /// empty, oldest first.
+    async fn list_downlinks(&self, dev_eui: String) -> Result<Vec<Dict>> {
+        let rows = self
+            .blocking(move |r| {
+                let eui = (!dev_eui.is_empty()).then_some(dev_eui.as_str());
+                r.downlinks(eui, 0)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|d| {
+                let mut m = Dict::new();
+                m.insert("id".into(), ov(Value::from(d.id)));
+                m.insert("dev_eui".into(), ov(Value::from(d.dev_eui)));
+                m.insert("fport".into(), ov(Value::from(d.fport)));
+                m.insert("payload".into(), ov(Value::from(d.payload)));
+                m.insert("confirmed".into(), ov(Value::from(d.confirmed)));
+                m.insert("created".into(), ov(Value::from(d.created_ms)));
+                m
+            })
+            .collect())
+    }
+
+    /// Deletes a device's queued downlinks (all when `id` is 0); returns
+    /// how many.
+    #[zbus(out_args("removed"))]
+    async fn clear_downlinks(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        dev_eui: String,
+        id: u64,
+    ) -> Result<u32> {
+        self.0
+            .authorize(conn, &hdr, "LoRaWAN.ClearDownlinks")
+            .await?;
+        let n = self
+            .blocking(move |r| r.clear_downlinks(&dev_eui, (id != 0).then_some(id)))
+            .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }
 

@@ -47,6 +47,7 @@ switch (cmd.op) {
         FCnt: cmd.fcnt,
         FPort: cmd.fport,
         FOpts: cmd.fopts ? hex(cmd.fopts) : undefined,
+        FCtrl: cmd.ack ? { ADR: false, ADRACKReq: false, ACK: true, ClassB: false } : undefined,
         payload: hex(cmd.payload),
       },
       hex(cmd.app_s_key),
@@ -64,7 +65,13 @@ switch (cmd.op) {
       fcnt: p.getFCnt(),
       dev_addr: p.DevAddr.toString("hex"),
       fopts: p.FOpts ? p.FOpts.toString("hex") : "",
+      fpending: p.getFCtrlFPending(),
+      fport: p.getFPort(),
     };
+    // With the AppSKey: the decrypted FRMPayload of an application port.
+    if (cmd.app_s_key && out.fport) {
+      out.payload = lp.decrypt(p, hex(cmd.app_s_key), hex(cmd.nwk_s_key)).toString("hex");
+    }
     break;
   }
   default:

@@ -574,6 +574,36 @@ fn bad_values_and_unknown_keys_get_clear_errors_and_the_daemon_keeps_running() {
     assert!(e.contains("buffer.bogus"), "{e}");
     ctl_fails(b, &["config", "get", "no.such.key"], 5);
     ctl_fails(b, &["apps", "remove", "ghost"], 6);
+    ctl_fails(b, &["source", "status", "ghost"], 6);
+    ctl_fails(b, &["lora", "stats"], 6); // no lorawan source runs here
+    ctl_fails(
+        b,
+        &[
+            "lora",
+            "downlinks",
+            "send",
+            "0011223344556677",
+            "--fport",
+            "1",
+            "--hex",
+            "0g",
+        ],
+        5,
+    );
+    ctl_fails(
+        b,
+        &[
+            "lora",
+            "downlinks",
+            "send",
+            "0011223344556677",
+            "--fport",
+            "1",
+            "--hex",
+            "01",
+        ],
+        6,
+    );
     // And the daemon still serves.
     assert_eq!(ctl_ok(b, &["config", "get", "gateway.id"]).trim(), "gw-bad");
     post(gw.coap_port, "still-here", 1.0);
@@ -599,6 +629,8 @@ fn policy_file_lets_other_users_read_but_not_write() {
         &["config", "get", "gateway.id"],
         &["apps", "list"],
         &["lora", "devices", "list"],
+        &["lora", "downlinks", "list"],
+        &["source", "status", "coap"],
     ] {
         let out = ctl_as_nobody(&exe, &[], b, args);
         assert!(out.status.success(), "nobody {args:?}: {}", show(&out));
@@ -610,6 +642,17 @@ fn policy_file_lets_other_users_read_but_not_write() {
         &["config", "reload"],
         &["apps", "remove", "x"],
         &["lora", "devices", "remove", "0011223344556677"],
+        &[
+            "lora",
+            "downlinks",
+            "send",
+            "0011223344556677",
+            "--fport",
+            "1",
+            "--hex",
+            "01",
+        ],
+        &["lora", "downlinks", "clear", "0011223344556677"],
         &["buffer", "flush"],
     ] {
         let out = ctl_as_nobody(&exe, &[], b, args);

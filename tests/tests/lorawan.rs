@@ -275,3 +275,189 @@ devices = [
         .any(|x| measurement(x, "temperature_3") == Some(30.0)));
     assert!(child.is_running(), "{}", child.log());
 }
+
+/// `lora-packet`'s view of a downlink: MIC checked with the NwkSKey, the
+/// FRMPayload decrypted with the AppSKey.
+fn device_sees(txpk: &J, nwk: &str, app: &str) -> J {
+    lorapkt(json!({"op": "data_down", "phy": phy_of(txpk), "nwk_s_key": nwk, "app_s_key": app}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downlink_queued_with_gatewayctl_reaches_lora_packet_and_sessions_survive_a_crash() {
+    use common::apps::Publisher;
+    use common::bus::{ctl_json, ctl_ok};
+    use gatewayd_tests::dbus::{config_file, DbusDaemon};
+
+    let cloud = Cloud::start(None, "cloud-lora-dl");
+    let broker = format!("mqtt://127.0.0.1:{}", cloud.broker_port.unwrap());
+    let bus = DbusDaemon::start(&config_file("open-bus.conf")).expect("private bus");
+    let b = bus.address.as_str();
+    let lora_port = free_udp_port();
+    let mut gw = Gateway::new("gw-lora-dl", &broker);
+    gw.dbus = Some(bus.address.clone());
+    // The ABP device's profile names the lora-codec edge app, deployed
+    // below: its raw payloads are decoded by that app, not by gatewayd.
+    let publisher = Publisher::new();
+    gw.extra = format!(
+        r#"
+[sources.lora]
+kind = "lorawan"
+bind = "127.0.0.1:{lora_port}"
+devices = [
+  {{ dev_eui = "{OTAA_EUI}", join_eui = "{JOIN_EUI}", app_key = "{APP_KEY}" }},
+  {{ dev_eui = "{ABP_EUI}", dev_addr = "{ABP_ADDR}", nwk_s_key = "{ABP_NWK}", app_s_key = "{ABP_APP}", profile = "lora-codec" }},
+]
+
+[edge_apps]
+trusted_keys = [{:?}]
+"#,
+        publisher.pub_path
+    );
+    let mut child = gw.start();
+    let mut fwd = Forwarder::new(lora_port);
+    fwd.pull_data();
+
+    // The codec app, as shipped (it selects profile "lora-codec").
+    let codec = publisher.bundle("lora-codec", |_| {});
+    ctl_ok(b, &["apps", "deploy", codec.to_str().unwrap()]);
+    let up = lorapkt(
+        json!({"op": "data_up", "dev_addr": ABP_ADDR, "fcnt": 1, "fport": 3,
+        "payload": "00eb370ce4", "nwk_s_key": ABP_NWK, "app_s_key": ABP_APP}),
+    );
+    fwd.uplink(up["phy"].as_str().unwrap());
+    let abp_device = format!("lora:{}", ABP_EUI.to_uppercase());
+    let r = cloud.wait_readings(&abp_device, 1, Some(&child)).await;
+    assert_eq!(measurement(&r[0], "temperature"), Some(23.5), "{}", r[0]);
+    assert_eq!(measurement(&r[0], "humidity"), Some(55.0), "{}", r[0]);
+    assert_eq!(r[0]["meta"]["extra"]["fport"], "3", "{}", r[0]);
+    assert_eq!(r[0]["meta"]["extra"]["profile"], "lora-codec", "{}", r[0]);
+
+    // Join, then one uplink on the new session.
+    let dev_nonce = "1a2b";
+    let jr = lorapkt(
+        json!({"op": "join_request", "app_key": APP_KEY, "dev_eui": OTAA_EUI,
+        "join_eui": JOIN_EUI, "dev_nonce": dev_nonce}),
+    );
+    fwd.uplink(jr["phy"].as_str().unwrap());
+    let ja = lorapkt(json!({"op": "join_accept", "phy": phy_of(&fwd.downlink()),
+        "app_key": APP_KEY, "dev_nonce": dev_nonce}));
+    assert_eq!(ja["mic_ok"], true, "{ja}");
+    let addr = ja["dev_addr"].as_str().unwrap().to_owned();
+    let nwk = ja["nwk_s_key"].as_str().unwrap().to_owned();
+    let app = ja["app_s_key"].as_str().unwrap().to_owned();
+    let up = |fcnt: u32, ack: bool| {
+        let f = lorapkt(
+            json!({"op": "data_up", "dev_addr": addr, "fcnt": fcnt, "fport": 2,
+            "payload": "0167011001680a", "ack": ack, "nwk_s_key": nwk, "app_s_key": app}),
+        );
+        f["phy"].as_str().unwrap().to_owned()
+    };
+    fwd.uplink(&up(1, false));
+    let device = format!("lora:{}", OTAA_EUI.to_uppercase());
+    let r = cloud.wait_readings(&device, 1, Some(&child)).await;
+    assert_eq!(
+        measurement(&r[0], "temperature_1"),
+        Some(27.2),
+        "profile cayenne: decoded by gatewayd, not by the codec app: {}",
+        r[0]
+    );
+
+    // The operator queues a confirmed downlink; the device's next uplink
+    // gets it in RX1, and lora-packet decrypts it.
+    let queued = ctl_json(
+        b,
+        &[
+            "lora",
+            "downlinks",
+            "send",
+            OTAA_EUI,
+            "--fport",
+            "9",
+            "--hex",
+            "cafe01",
+            "--confirmed",
+        ],
+    );
+    let id = queued["queued"].as_u64().expect("an id");
+    let list = ctl_json(b, &["lora", "downlinks", "list", OTAA_EUI]);
+    assert_eq!(list[0]["id"], id, "{list}");
+    assert_eq!(list[0]["payload"], "cafe01", "{list}");
+    // The source picks the row up within its 1 s housekeeping.
+    common::bus::eventually("the downlink loaded", || {
+        let s = ctl_json(b, &["lora", "stats"]);
+        (s["counters"]["app_downlinks_queued"] == 1).then_some(())
+    });
+    fwd.uplink(&up(2, false));
+    let txpk = fwd.downlink();
+    assert_eq!(
+        txpk["tmst"].as_u64().unwrap(),
+        u64::from(fwd.tmst) + 1_000_000,
+        "RX1"
+    );
+    let seen = device_sees(&txpk, &nwk, &app);
+    assert_eq!(seen["mic_ok"], true, "{seen}");
+    assert_eq!(seen["mtype"], "Confirmed Data Down", "{seen}");
+    assert_eq!(seen["fport"], 9, "{seen}");
+    assert_eq!(seen["payload"], "cafe01", "{seen}");
+    let fcnt_down_before = seen["fcnt"].as_u64().unwrap();
+    cloud.wait_readings(&device, 2, Some(&child)).await;
+
+    // Operators see the forwarder and the counters.
+    let fw = ctl_json(b, &["lora", "forwarders"]);
+    assert_eq!(fw[0]["eui"], "AA555A0000000001", "{fw}");
+    assert_eq!(fw[0]["alive"], true, "{fw}");
+    let table = ctl_ok(b, &["lora", "stats"]);
+    assert!(table.contains("app_downlinks_queued"), "{table}");
+
+    // A crash (SIGKILL), and gatewayd back on the same state.
+    child.kill9();
+    let child = gw.start();
+    fwd.pull_data();
+    // The session survived: no rejoin. Its frame counter too: the replay
+    // of uplink 2 is refused, and the confirmed downlink (unacknowledged)
+    // is still queued.
+    fwd.uplink(&up(2, false));
+    let list = ctl_json(b, &["lora", "downlinks", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    // Uplink 3 has no ACK bit: the item goes again, with a frame counter
+    // never used before the crash.
+    fwd.uplink(&up(3, false));
+    let seen = device_sees(&fwd.downlink(), &nwk, &app);
+    assert_eq!(seen["payload"], "cafe01", "{seen}");
+    assert!(
+        seen["fcnt"].as_u64().unwrap() > fcnt_down_before,
+        "FCntDown after the crash {seen} > {fcnt_down_before}"
+    );
+    // Uplink 4 carries the ACK: the queue empties.
+    fwd.uplink(&up(4, true));
+    common::bus::eventually("the acknowledged downlink gone", || {
+        let l = ctl_json(b, &["lora", "downlinks", "list"]);
+        (l.as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    let r = cloud.wait_readings(&device, 4, Some(&child)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = cloud.readings(&device).await.unwrap();
+    let mut fcnts: Vec<_> = all
+        .iter()
+        .map(|x| {
+            x["meta"]["extra"]["fcnt"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    fcnts.sort();
+    assert_eq!(
+        fcnts,
+        ["1", "2", "3", "4"],
+        "the replayed 2 made no reading: {r:?}"
+    );
+    let s = ctl_json(b, &["lora", "stats"]);
+    assert!(
+        s["rejected"]["replay"].as_u64().unwrap_or(0)
+            + s["rejected"]["repeated"].as_u64().unwrap_or(0)
+            >= 1,
+        "{s}"
+    );
+    assert!(child.is_running(), "{}", child.log());
+}

@@ -185,6 +185,8 @@ pub fn validate(key: &str, c: LoraConfig) -> Result<Validated, ConfigError> {
     server.net_id = net_id;
     server.rx1_dr_offset = c.rx1_dr_offset;
     server.rx1_delay_s = c.rx1_delay_secs;
+    // The database refuses more: the in-memory queue holds all it accepts.
+    server.queue_capacity = crate::downlinks::MAX_QUEUED;
     server.dedup = DedupConfig {
         window_ms: c.dedup_window_ms,
         max_open: c.max_uplinks_in_flight,

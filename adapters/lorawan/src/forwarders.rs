@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use gatewayd_semtech_udp::{Eui, ProtocolVersion, Stat};
 
 /// Counters of one forwarder.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ForwarderCounters {
     pub push_data: u64,
     pub pull_data: u64,

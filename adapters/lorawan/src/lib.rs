@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`registry`] | the device registry (keys, activation) in `lorawan.db`, shared with D-Bus |
 //! | [`store`] | the `sessions` table of `lorawan.db` and the in-memory device table the server reads |
+//! | [`downlinks`] | the application downlink queue (`downlinks` table of `lorawan.db`): queued by the control API, sent and deleted by the source |
 //! | [`config`] | the `[sources.<name>]` section and its validation |
 //! | [`forwarders`] | the packet forwarders: addresses, liveness, counters |
 //! | [`source`] | [`LoraSource`]: the UDP socket and the loop driving the sans-IO server of `gatewayd-lorawan-proto` (see its docs for the steps of a datagram) |
@@ -67,6 +68,7 @@
 //! calls block (SQLite, fsync): use `spawn_blocking` from async code.
 
 pub mod config;
+pub mod downlinks;
 pub mod forwarders;
 pub mod registry;
 pub mod source;

@@ -563,6 +563,10 @@ pub enum RegistryError {
     /// `io.gatewayd.Error.NotFound` (canonical DevEUI).
     #[error("no device {0}")]
     NotFound(String),
+    /// `io.gatewayd.Error.LimitExceeded`: the device's downlink queue holds
+    /// [`crate::downlinks::MAX_QUEUED`] items.
+    #[error("the downlink queue of {dev_eui} is full ({capacity} items)")]
+    QueueFull { dev_eui: String, capacity: usize },
     /// `io.gatewayd.Error.Failed`: the database could not be opened, read
     /// or written.
     #[error("{path}: {message}")]
@@ -573,8 +577,9 @@ pub enum RegistryError {
 // The store
 // ---------------------------------------------------------------------------
 
-/// Current schema version (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// Current schema version (`PRAGMA user_version`). 1: `devices`;
+/// 2: `downlinks` added.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE devices (
@@ -595,6 +600,21 @@ CREATE TABLE devices (
             AND dev_addr IS NOT NULL AND nwk_s_key IS NOT NULL AND app_s_key IS NOT NULL))
 ) STRICT;
 CREATE INDEX devices_by_dev_addr ON devices (dev_addr) WHERE dev_addr IS NOT NULL;
+";
+
+/// The application downlink queue (see [`crate::downlinks`]).
+/// AUTOINCREMENT: an id is never reused, so the network server can tell
+/// new rows by id.
+const SCHEMA_V2: &str = "
+CREATE TABLE downlinks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    dev_eui    TEXT    NOT NULL CHECK (length(dev_eui) = 16),
+    fport      INTEGER NOT NULL CHECK (fport BETWEEN 1 AND 223),
+    payload    BLOB    NOT NULL,
+    confirmed  INTEGER NOT NULL CHECK (confirmed IN (0, 1)),
+    created_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX downlinks_by_device ON downlinks (dev_eui, id);
 ";
 
 const SPEC_COLUMNS: &str =
@@ -771,13 +791,13 @@ impl LoraRegistry {
         &self.inner.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves at worst an open
         // transaction, which rusqlite rolls back when it is dropped.
         self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn storage(&self, message: impl fmt::Display) -> RegistryError {
+    pub(crate) fn storage(&self, message: impl fmt::Display) -> RegistryError {
         storage_error(&self.inner.path, message)
     }
 
@@ -789,7 +809,7 @@ impl LoraRegistry {
         }
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
@@ -895,13 +915,19 @@ impl LoraRegistry {
     pub fn remove(&self, dev_eui: &str) -> Result<(), RegistryError> {
         let eui: Eui64 = dev_eui.parse().map_err(|e| invalid("dev_eui", e))?;
         let eui = eui.to_string();
-        let conn = self.lock();
-        let n = conn
+        let mut conn = self.lock();
+        let sql = |e: rusqlite::Error| self.storage(e);
+        let tx = conn.transaction().map_err(sql)?;
+        let n = tx
             .execute("DELETE FROM devices WHERE dev_eui = ?1", [&eui])
-            .map_err(|e| self.storage(e))?;
+            .map_err(sql)?;
         if n == 0 {
             return Err(RegistryError::NotFound(eui));
         }
+        // Its queued downlinks go with it.
+        tx.execute("DELETE FROM downlinks WHERE dev_eui = ?1", [&eui])
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
         self.checkpoint(&conn);
         self.bump();
         drop(conn);
@@ -1066,8 +1092,11 @@ fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match version {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)?;
+        0 | 1 => {
+            if version == 0 {
+                tx.execute_batch(SCHEMA_V1)?;
+            }
+            tx.execute_batch(SCHEMA_V2)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
             Ok(())

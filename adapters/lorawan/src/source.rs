@@ -12,7 +12,10 @@
 //!   RX2 fallback;
 //! * the session writer: `SessionChanged` is applied to the store at once
 //!   and queued (coalesced per device, so bounded by the device count) for
-//!   one `spawn_blocking` SQLite write at a time.
+//!   one `spawn_blocking` SQLite write at a time (group commit);
+//! * the effects waiting for that write (see *Durability* below);
+//! * the application downlink queue in memory (the server's), loaded from
+//!   the `downlinks` table ([`crate::downlinks`]).
 //!
 //! # A datagram, step by step
 //!
@@ -35,6 +38,24 @@
 //!    logged if the forwarder is offline); `SessionChanged` → store, then
 //!    disk; `Rejected` → counted by reason, logged once per unknown
 //!    DevAddr/DevEUI.
+//!
+//! # Durability: nothing leaves before its session is on disk
+//!
+//! A reading or a downlink depends on the session change the same event
+//! made (the uplink's FCntUp, the downlink's FCntDown, the join's DevNonce
+//! and keys). So the effects of an event that changed a session are
+//! *held* until the write holding that change has committed
+//! (`synchronous = FULL`): then the readings are submitted and the
+//! downlinks sent. A crash can therefore lose the effects of the last few
+//! milliseconds (the device retransmits, or sends its next uplink), but
+//! never lets a replayed frame in or reuse a frame counter. Writes are
+//! batched: every event handled while one write runs goes into the next,
+//! so throughput does not pay one fsync per uplink. At most
+//! [`MAX_HELD`] effects wait; beyond that the socket is not read until the
+//! write completes (the kernel's UDP buffer absorbs the burst). A write
+//! that fails is logged, retried with the next batch, and its effects go
+//! out anyway (data first; [`FCNT_DOWN_RESTART_MARGIN`] covers downlink
+//! counters).
 //!
 //! When the dedup window of an uplink closes (the server's next deadline),
 //! `Event::Tick` runs steps 6 for it. Every second, housekeeping checks the
@@ -63,14 +84,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, LoraConfig, Validated};
+use crate::downlinks::QueuedRow;
 use crate::forwarders::Forwarders;
 use crate::registry::LoraRegistry;
 use crate::store::{CachedStore, SessionDb};
 
-/// Added to every stored FCntDown at start: sessions are written after
-/// the downlinks of the same uplink are sent, so a crash may lose the last
-/// few downlink counters.
+/// Added to every stored FCntDown at start. Downlinks leave only after
+/// their FCntDown is on disk, unless that write failed (then they go out
+/// anyway): this margin keeps a counter from being reused after such a
+/// failure and a restart.
 pub const FCNT_DOWN_RESTART_MARGIN: u32 = 16;
+/// Effects (readings, downlinks) waiting for their session write, at most;
+/// beyond this the socket is not read until the write completes.
+pub const MAX_HELD: usize = 8192;
 /// Downlinks waiting for their TX_ACK, at most.
 const MAX_PENDING_TX: usize = 1024;
 /// How long a downlink waits for its TX_ACK before it is forgotten.
@@ -108,13 +134,41 @@ pub struct LoraStats {
     pub downlinks_failed: AtomicU64,
     pub fallbacks_sent: AtomicU64,
     pub joins: AtomicU64,
+    /// Application downlinks loaded from the queue table.
+    pub app_downlinks_queued: AtomicU64,
+    /// Unconfirmed application downlinks sent (they left the queue).
+    pub app_downlinks_sent: AtomicU64,
+    /// Confirmed application downlinks acknowledged by the device.
+    pub app_downlinks_acked: AtomicU64,
+    /// Confirmed application downlinks dropped after their last attempt.
+    pub app_downlinks_dropped: AtomicU64,
+    /// Queued downlinks the server refused (too large for the region).
+    pub app_downlinks_refused: AtomicU64,
     pub sessions_saved: AtomicU64,
     pub session_save_errors: AtomicU64,
     pub reloads: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// Lists the counters of [`LoraStats`] once, for [`LoraStats::counters`].
+macro_rules! counters {
+    ($self:ident: $($name:ident),* $(,)?) => {
+        BTreeMap::from([$((stringify!($name), $self.$name.load(Ordering::Relaxed))),*])
+    };
+}
+
 impl LoraStats {
+    /// Every counter by name (the rejections are in
+    /// [`rejected_all`](Self::rejected_all)).
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        counters!(self: datagrams, malformed, unexpected_packets, forwarders_refused, push_data,
+            pull_data, tx_ack_ok, tx_ack_err, tx_ack_unmatched, rxpk, rxpk_bad_crc, rxpk_invalid,
+            rxpk_not_lora, readings, readings_dropped, downlinks_sent, downlinks_failed,
+            fallbacks_sent, joins, app_downlinks_queued, app_downlinks_sent, app_downlinks_acked,
+            app_downlinks_dropped, app_downlinks_refused, sessions_saved, session_save_errors,
+            reloads)
+    }
+
     /// Uplinks rejected for this reason (see [`reject_reason`]).
     pub fn rejected(&self, reason: &str) -> u64 {
         self.rejected_all().get(reason).copied().unwrap_or(0)
@@ -183,6 +237,7 @@ pub struct BoundLoraSource {
     db: Arc<SessionDb>,
     store: CachedStore,
     data_version: i64,
+    downlinks: Vec<QueuedRow>,
 }
 
 impl std::fmt::Debug for BoundLoraSource {
@@ -200,9 +255,9 @@ fn other(e: impl std::fmt::Display) -> SourceError {
 
 /// Opens the registry and the session table, writes the config's devices,
 /// loads everything. Blocking.
-fn open_state(
-    config: &Validated,
-) -> Result<(LoraRegistry, SessionDb, CachedStore, i64), SourceError> {
+type State = (LoraRegistry, SessionDb, CachedStore, i64, Vec<QueuedRow>);
+
+fn open_state(config: &Validated) -> Result<State, SourceError> {
     let path = config
         .db_path
         .as_deref()
@@ -227,7 +282,8 @@ fn open_state(
         s.fcnt_down = s.fcnt_down.saturating_add(FCNT_DOWN_RESTART_MARGIN);
     }
     let store = CachedStore::build(&specs, sessions);
-    Ok((registry, db, store, version))
+    let downlinks = registry.downlinks(None, 0).map_err(other)?;
+    Ok((registry, db, store, version, downlinks))
 }
 
 impl LoraSource {
@@ -250,7 +306,7 @@ impl LoraSource {
         })
         .await
         .map_err(other)?;
-        let (registry, db, store, data_version) = state?;
+        let (registry, db, store, data_version, downlinks) = state?;
         let socket = UdpSocket::bind(config.bind).await.map_err(|e| {
             SourceError::Other(format!("binding LoRaWAN socket {}: {e}", config.bind))
         })?;
@@ -270,6 +326,7 @@ impl LoraSource {
             db: Arc::new(db),
             store,
             data_version,
+            downlinks,
         })
     }
 }
@@ -322,8 +379,17 @@ impl RateLimit {
     }
 }
 
-type Reload = JoinHandle<Result<Option<(CachedStore, i64)>, SourceError>>;
-type Save = JoinHandle<Result<usize, String>>;
+/// A reload's result: the devices with their sessions, the data version
+/// read, and every queued downlink row.
+type Reloaded = Option<(CachedStore, i64, Vec<QueuedRow>)>;
+type Reload = JoinHandle<Result<Reloaded, SourceError>>;
+/// One group commit: sessions to write and queued downlinks to delete.
+#[derive(Default)]
+struct Batch {
+    sessions: Vec<(proto::Eui64, Session)>,
+    done_downlinks: Vec<u64>,
+}
+type Save = JoinHandle<(Batch, Result<(), String>)>;
 
 struct Runner {
     socket: UdpSocket,
@@ -342,6 +408,14 @@ struct Runner {
     heard: HashMap<(u32, u16), (Instant, Vec<Eui>)>,
     logged_unknown: HashSet<String>,
     dirty: HashMap<proto::Eui64, Session>,
+    /// Queued downlinks that left the queue, to delete with the next write.
+    done_downlinks: Vec<u64>,
+    /// Effects waiting for the next write to start.
+    held: Vec<Action>,
+    /// Effects waiting for the running write.
+    saving: Vec<Action>,
+    /// Highest downlink row id loaded (ids only grow).
+    last_downlink_id: u64,
     save: Option<Save>,
     reload: Option<Reload>,
     start: Instant,
@@ -350,6 +424,7 @@ struct Runner {
     log_malformed: RateLimit,
     log_dropped: RateLimit,
     log_downlink: RateLimit,
+    log_save: RateLimit,
 }
 
 async fn join_opt<T>(h: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
@@ -393,6 +468,10 @@ impl BoundLoraSource {
             heard: HashMap::new(),
             logged_unknown: HashSet::new(),
             dirty: HashMap::new(),
+            done_downlinks: Vec::new(),
+            held: Vec::new(),
+            saving: Vec::new(),
+            last_downlink_id: 0,
             save: None,
             reload: None,
             start: Instant::now(),
@@ -402,7 +481,9 @@ impl BoundLoraSource {
             log_malformed: RateLimit::default(),
             log_dropped: RateLimit::default(),
             log_downlink: RateLimit::default(),
+            log_save: RateLimit::default(),
         };
+        r.load_downlinks(self.downlinks);
         r.ctx.health.set(SourceState::Running);
         let result = r.run().await;
         r.flush().await;
@@ -430,7 +511,7 @@ impl Runner {
                 _ = self.ctx.shutdown.cancelled() => return Ok(()),
                 r = join_opt(&mut self.save), if self.save.is_some() => {
                     self.save = None;
-                    self.saved(r);
+                    self.saved(r).await;
                 }
                 r = join_opt(&mut self.reload), if self.reload.is_some() => {
                     self.reload = None;
@@ -443,7 +524,7 @@ impl Runner {
                 }
                 // Before the socket: a datagram flood must not starve it.
                 _ = housekeeping.tick() => self.housekeeping(),
-                r = self.socket.recv_from(&mut buf) => match r {
+                r = self.socket.recv_from(&mut buf), if self.held.len() < MAX_HELD => match r {
                     Ok((n, from)) => self.datagram(&buf[..n], from).await,
                     Err(e) => {
                         // ICMP errors (e.g. port unreachable after a send)
@@ -644,10 +725,30 @@ impl Runner {
 
     // ----- the server -----
 
+    /// Runs the server on an event. Readings and downlinks of an event
+    /// that changed a session are held for the write (module docs).
     async fn handle(&mut self, event: Event) {
         let actions = self.server.handle(&self.store, event);
+        let mut changed = false;
+        let mut effects = Vec::new();
         for a in actions {
-            self.action(a).await;
+            match a {
+                Action::SessionChanged { dev_eui, session } => {
+                    if self.store.apply_session(dev_eui, session.clone()) {
+                        self.dirty.insert(dev_eui, session);
+                        changed = true;
+                    }
+                }
+                Action::Reading(_) | Action::Downlink(_) => effects.push(a),
+                other => self.action(other).await,
+            }
+        }
+        if changed || !self.held.is_empty() {
+            self.held.extend(effects);
+        } else {
+            for a in effects {
+                self.action(a).await;
+            }
         }
     }
 
@@ -675,9 +776,7 @@ impl Runner {
             } => {
                 tracing::debug!(%dev_eui, ?commands, ?stop, "LoRaWAN MAC commands");
             }
-            Action::Queue { dev_eui, event } => {
-                tracing::debug!(%dev_eui, ?event, "LoRaWAN downlink queue");
-            }
+            Action::Queue { dev_eui, event } => self.queue_event(dev_eui, event),
             Action::Rejected {
                 reason,
                 dev_eui,
@@ -809,53 +908,181 @@ impl Runner {
 
     // ----- persistence and reload -----
 
+    /// Starts the next group commit if none runs: every dirty session and
+    /// finished downlink; the held effects wait for it.
     fn start_save(&mut self) {
-        if self.save.is_some() || self.dirty.is_empty() {
+        if self.save.is_some() {
             return;
         }
-        let batch: Vec<_> = self.dirty.drain().collect();
+        if self.dirty.is_empty() && self.done_downlinks.is_empty() {
+            // Effects are held only together with a dirty session (see
+            // `handle`), so none can be left waiting here.
+            debug_assert!(self.held.is_empty());
+            return;
+        }
+        let batch = Batch {
+            sessions: self.dirty.drain().collect(),
+            done_downlinks: std::mem::take(&mut self.done_downlinks),
+        };
+        self.saving = std::mem::take(&mut self.held);
         let db = self.db.clone();
         self.save = Some(tokio::task::spawn_blocking(move || {
-            db.save(&batch)
-                .map(|()| batch.len())
-                .map_err(|e| e.to_string())
+            let r = db
+                .save(&batch.sessions, &batch.done_downlinks)
+                .map_err(|e| e.to_string());
+            (batch, r)
         }));
     }
 
-    fn saved(&mut self, r: Result<Result<usize, String>, tokio::task::JoinError>) {
+    /// A write completed: release its effects. A failed one is retried
+    /// with the next batch (newer sessions win), and its effects go out
+    /// anyway.
+    async fn saved(&mut self, r: Result<(Batch, Result<(), String>), tokio::task::JoinError>) {
         match r {
-            Ok(Ok(n)) => {
+            Ok((batch, Ok(()))) => {
                 self.stats
                     .sessions_saved
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                    .fetch_add(batch.sessions.len() as u64, Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
+            Ok((batch, Err(e))) => {
                 inc(&self.stats.session_save_errors);
-                tracing::error!(error = %e, "saving LoRaWAN sessions failed");
+                if let Some(suppressed) = self.log_save.allow(Instant::now()) {
+                    tracing::error!(error = %e, suppressed, "saving LoRaWAN sessions failed; retrying with the next write");
+                }
+                for (eui, session) in batch.sessions {
+                    self.dirty.entry(eui).or_insert(session);
+                }
+                self.done_downlinks.extend(batch.done_downlinks);
             }
             Err(e) => {
                 inc(&self.stats.session_save_errors);
                 tracing::error!(error = %e, "LoRaWAN session writer failed");
             }
         }
+        for a in std::mem::take(&mut self.saving) {
+            self.action(a).await;
+        }
     }
 
-    /// Waits for the running write and writes what is left.
+    /// Waits for the running write, writes what is left, and releases
+    /// every held effect.
     async fn flush(&mut self) {
+        for _ in 0..2 {
+            if let Some(h) = self.save.take() {
+                let r = h.await;
+                self.saved(r).await;
+            }
+            self.start_save();
+        }
         if let Some(h) = self.save.take() {
             let r = h.await;
-            self.saved(r);
+            self.saved(r).await;
         }
-        self.start_save();
-        if let Some(h) = self.save.take() {
-            let r = h.await;
-            self.saved(r);
+        for a in std::mem::take(&mut self.held) {
+            self.action(a).await;
         }
+    }
+
+    // ----- the application downlink queue -----
+
+    /// Puts queued rows the server has not seen (id above the last loaded)
+    /// into its queues; a row the server refuses is logged and deleted.
+    fn load_downlinks(&mut self, rows: Vec<QueuedRow>) {
+        for row in rows {
+            if row.id <= self.last_downlink_id {
+                continue;
+            }
+            self.last_downlink_id = row.id;
+            let dev_eui = match row.dev_eui.parse::<crate::registry::Eui64>() {
+                Ok(e) => proto::Eui64(e.0),
+                Err(_) => continue,
+            };
+            let item = proto::QueuedDownlink {
+                id: row.id,
+                fport: row.fport,
+                payload: row.payload,
+                confirmed: row.confirmed,
+            };
+            match self.server.enqueue(dev_eui, item) {
+                Ok(()) => inc(&self.stats.app_downlinks_queued),
+                Err(e) => {
+                    inc(&self.stats.app_downlinks_refused);
+                    tracing::warn!(%dev_eui, id = row.id, error = %e, "queued LoRaWAN downlink refused; deleted");
+                    self.done_downlinks.push(row.id);
+                }
+            }
+        }
+    }
+
+    /// A queued downlink left the queue: count, log, delete its row with
+    /// the next write.
+    fn queue_event(&mut self, dev_eui: proto::Eui64, event: proto::QueueEvent) {
+        use proto::QueueEvent;
+        match &event {
+            QueueEvent::Sent { item, fcnt_down } => {
+                inc(&self.stats.app_downlinks_sent);
+                tracing::debug!(%dev_eui, id = item.id, fcnt_down, "LoRaWAN downlink sent");
+            }
+            QueueEvent::Acked { item, fcnt_down } => {
+                inc(&self.stats.app_downlinks_acked);
+                tracing::info!(%dev_eui, id = item.id, fcnt_down, "confirmed LoRaWAN downlink acknowledged");
+            }
+            QueueEvent::Dropped { item, attempts } => {
+                inc(&self.stats.app_downlinks_dropped);
+                tracing::warn!(%dev_eui, id = item.id, attempts, "confirmed LoRaWAN downlink not acknowledged; dropped");
+            }
+        }
+        let id = match event {
+            QueueEvent::Sent { item, .. }
+            | QueueEvent::Acked { item, .. }
+            | QueueEvent::Dropped { item, .. } => item.id,
+        };
+        self.done_downlinks.push(id);
+    }
+
+    /// What `gatewayctl source status` / `lora stats` / `lora forwarders`
+    /// show (D-Bus `SourceStatus`): the counters, rejections by reason, and
+    /// every forwarder with its liveness, addresses, counters and last
+    /// `stat`. Documented in the adapter's README.
+    fn status(&self, now: Instant) -> serde_json::Value {
+        let ago = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs());
+        let mut forwarders: Vec<_> = self
+            .forwarders
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "eui": f.eui.to_string(),
+                    "alive": self.forwarders.is_alive(f.eui, now),
+                    "protocol": match f.version {
+                        ProtocolVersion::V1 => 1,
+                        ProtocolVersion::V2 => 2,
+                    },
+                    "push_addr": f.push_addr.map(|a| a.to_string()),
+                    "pull_addr": f.pull_addr.map(|a| a.to_string()),
+                    "last_push_secs_ago": ago(f.last_push),
+                    "last_pull_secs_ago": ago(f.last_pull),
+                    "counters": f.counters,
+                    "last_stat": f.last_stat,
+                })
+            })
+            .collect();
+        forwarders.sort_by(|a, b| a["eui"].as_str().cmp(&b["eui"].as_str()));
+        serde_json::json!({
+            "kind": LoraSource::KIND,
+            "bind": self.socket.local_addr().ok().map(|a| a.to_string()),
+            "region": format!("{:?}", self.config.server.region),
+            "devices": self.store.len(),
+            "forwarders_alive": self.forwarders.alive_count(now),
+            "counters": self.stats.counters(),
+            "rejected": self.stats.rejected_all(),
+            "forwarders": forwarders,
+        })
     }
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
         self.update_health(now);
+        self.ctx.status.publish(self.status(now));
         self.pending_tx
             .retain(|_, p| now.saturating_duration_since(p.sent) < PENDING_TX_TTL);
         self.heard
@@ -877,21 +1104,37 @@ impl Runner {
             }
             let specs = registry.all().map_err(other)?;
             let sessions = db.load().map_err(other)?;
-            Ok(Some((CachedStore::build(&specs, sessions), version)))
+            let downlinks = registry.downlinks(None, 0).map_err(other)?;
+            Ok(Some((
+                CachedStore::build(&specs, sessions),
+                version,
+                downlinks,
+            )))
         }));
     }
 
-    fn reloaded(
-        &mut self,
-        r: Result<Result<Option<(CachedStore, i64)>, SourceError>, tokio::task::JoinError>,
-    ) {
+    fn reloaded(&mut self, r: Result<Result<Reloaded, SourceError>, tokio::task::JoinError>) {
         match r {
             Ok(Ok(None)) => {}
-            Ok(Ok(Some((fresh, version)))) => {
+            Ok(Ok(Some((fresh, version, downlinks)))) => {
                 self.data_version = version;
+                let devices = self.store.len();
                 self.store.merge_reload(fresh);
                 inc(&self.stats.reloads);
-                tracing::info!(devices = self.store.len(), "LoRaWAN devices reloaded");
+                // Rows deleted by someone else (a cleared queue, a removed
+                // device) leave the server's queues; new rows join them.
+                let present: HashSet<u64> = downlinks.iter().map(|r| r.id).collect();
+                let last = self.last_downlink_id;
+                let gone = self
+                    .server
+                    .retain_queued(|_, id| id > last || present.contains(&id));
+                if gone > 0 {
+                    tracing::info!(gone, "queued LoRaWAN downlinks cleared");
+                }
+                self.load_downlinks(downlinks);
+                if devices != self.store.len() {
+                    tracing::info!(devices = self.store.len(), "LoRaWAN devices reloaded");
+                }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "reloading LoRaWAN devices failed"),
             Err(e) => tracing::warn!(error = %e, "LoRaWAN reload task failed"),

@@ -174,10 +174,24 @@ impl SessionDb {
         Ok(out)
     }
 
-    /// Writes sessions (insert or replace), in one transaction.
-    pub fn save(&self, sessions: &[(Eui64, Session)]) -> Result<(), StoreError> {
+    /// Writes sessions (insert or replace) and deletes the queued
+    /// downlinks that left the queue ([`crate::downlinks`]), in one
+    /// transaction.
+    pub fn save(
+        &self,
+        sessions: &[(Eui64, Session)],
+        done_downlinks: &[u64],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if !done_downlinks.is_empty() {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM downlinks WHERE id = ?1")
+                .map_err(|e| self.err(e))?;
+            for id in done_downlinks {
+                stmt.execute([*id as i64]).map_err(|e| self.err(e))?;
+            }
+        }
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -373,7 +387,7 @@ mod tests {
         s.used_dev_nonces = BTreeSet::from([1, 0xBEEF]);
         s.last_uplink_mic = Some([1, 2, 3, 4]);
         let eui = Eui64([0x70, 0xB3, 0xD5, 0x7E, 0xD0, 0, 0, 1]);
-        db.save(&[(eui, s.clone())]).unwrap();
+        db.save(&[(eui, s.clone())], &[]).unwrap();
         drop(db);
         let db = SessionDb::open(&path).unwrap();
         assert_eq!(db.load().unwrap().get(&eui), Some(&s));

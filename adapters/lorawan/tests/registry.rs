@@ -1025,3 +1025,124 @@ fn accepted_requests_round_trip_through_add_and_get() {
         "only {accepted} accepted cases: strategy too weak"
     );
 }
+
+// --- the downlink queue ------------------------------------------------------
+
+#[test]
+fn enqueue_downlink_validates_and_names_the_field() {
+    let db = open_db();
+    db.reg.add(req(&otaa_fields(DEV_EUI))).unwrap();
+    let field = |r: Result<u64, RegistryError>| match r {
+        Err(RegistryError::Invalid { key, .. }) => key,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    assert_eq!(
+        field(db.reg.enqueue_downlink("xyz", 1, b"a", false)),
+        "dev_eui"
+    );
+    assert_eq!(
+        field(db.reg.enqueue_downlink(DEV_EUI, 0, b"a", false)),
+        "fport"
+    );
+    assert_eq!(
+        field(db.reg.enqueue_downlink(DEV_EUI, 224, b"a", false)),
+        "fport"
+    );
+    let big = vec![0u8; downlinks::MAX_PAYLOAD + 1];
+    assert_eq!(
+        field(db.reg.enqueue_downlink(DEV_EUI, 1, &big, false)),
+        "payload"
+    );
+    assert!(matches!(
+        db.reg.enqueue_downlink("70B3D57ED00000FF", 1, b"a", false),
+        Err(RegistryError::NotFound(e)) if e == "70B3D57ED00000FF"
+    ));
+    let max = vec![7u8; downlinks::MAX_PAYLOAD];
+    db.reg.enqueue_downlink(DEV_EUI, 223, &max, true).unwrap();
+    db.reg.enqueue_downlink(DEV_EUI, 1, b"", false).unwrap();
+    assert_eq!(db.reg.downlinks(Some(DEV_EUI), 0).unwrap().len(), 2);
+}
+
+#[test]
+fn the_downlink_queue_is_bounded_per_device() {
+    let db = open_db();
+    db.reg.add(req(&otaa_fields(DEV_EUI))).unwrap();
+    db.reg.add(req(&otaa_fields("70B3D57ED0000002"))).unwrap();
+    for i in 0..downlinks::MAX_QUEUED {
+        db.reg
+            .enqueue_downlink(DEV_EUI, 1, &[i as u8], false)
+            .unwrap();
+    }
+    match db.reg.enqueue_downlink(DEV_EUI, 1, b"x", false) {
+        Err(e @ RegistryError::QueueFull { .. }) => {
+            assert!(e.to_string().contains("full"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another device's queue is its own.
+    db.reg
+        .enqueue_downlink("70B3D57ED0000002", 1, b"x", false)
+        .unwrap();
+}
+
+#[test]
+fn downlinks_list_in_order_clear_by_id_and_go_with_their_device() {
+    let db = open_db();
+    db.reg.add(req(&otaa_fields(DEV_EUI))).unwrap();
+    db.reg.add(req(&otaa_fields("70B3D57ED0000002"))).unwrap();
+    let a = db.reg.enqueue_downlink(DEV_EUI, 1, b"a", false).unwrap();
+    let b = db
+        .reg
+        .enqueue_downlink("70B3D57ED0000002", 2, b"b", true)
+        .unwrap();
+    let c = db.reg.enqueue_downlink(DEV_EUI, 3, b"c", false).unwrap();
+    assert!(a < b && b < c);
+    let all = db.reg.downlinks(None, 0).unwrap();
+    assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), [a, b, c]);
+    assert_eq!(all[1].dev_eui, "70B3D57ED0000002");
+    assert!(all[1].confirmed && all[1].payload == b"b" && all[1].fport == 2);
+    assert_eq!(
+        db.reg.downlinks(None, a).unwrap().len(),
+        2,
+        "only ids above `after`"
+    );
+    let lower = DEV_EUI.to_lowercase();
+    assert_eq!(db.reg.downlinks(Some(&lower), 0).unwrap().len(), 2);
+
+    assert_eq!(db.reg.clear_downlinks(DEV_EUI, Some(a)).unwrap(), 1);
+    assert_eq!(db.reg.clear_downlinks(DEV_EUI, Some(a)).unwrap(), 0);
+    assert!(matches!(
+        db.reg.clear_downlinks("70B3D57ED00000FF", None),
+        Err(RegistryError::NotFound(_))
+    ));
+    db.reg.remove(DEV_EUI).unwrap();
+    let left = db.reg.downlinks(None, 0).unwrap();
+    assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), [b]);
+    // Ids are never reused, even after deletes.
+    db.reg.add(req(&otaa_fields(DEV_EUI))).unwrap();
+    assert!(db.reg.enqueue_downlink(DEV_EUI, 1, b"d", false).unwrap() > c);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lorawan.db");
+    {
+        let reg = LoraRegistry::open(&path).unwrap();
+        reg.add(req(&otaa_fields(DEV_EUI))).unwrap();
+    }
+    {
+        // Back to what version 1 had.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE downlinks; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let reg = LoraRegistry::open(&path).unwrap();
+    assert_eq!(reg.list().unwrap().len(), 1);
+    reg.enqueue_downlink(DEV_EUI, 1, b"a", false).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}

@@ -72,6 +72,7 @@ struct Harness {
     shutdown: CancellationToken,
     stats: Arc<LoraStats>,
     _health: watch::Receiver<SourceState>,
+    status: watch::Receiver<serde_json::Value>,
     task: JoinHandle<Result<(), SourceError>>,
 }
 
@@ -88,12 +89,14 @@ async fn start(config: LoraConfig) -> Harness {
     let addr = bound.local_addr();
     let (tx, rx) = ingest_channel(16);
     let (health, mut health_rx) = HealthHandle::new();
+    let (status_handle, status) = gatewayd_core::StatusHandle::new();
     let shutdown = CancellationToken::new();
     let ctx = SourceContext {
         name: "lora".into(),
         sink: ReadingSink::new(tx, "lora"),
         shutdown: shutdown.clone(),
         health,
+        status: status_handle,
     };
     let task = tokio::spawn(bound.run(ctx));
     within(health_rx.wait_for(|s| *s == SourceState::Running))
@@ -105,6 +108,7 @@ async fn start(config: LoraConfig) -> Harness {
         shutdown,
         stats,
         _health: health_rx,
+        status,
         task,
     }
 }
@@ -540,5 +544,231 @@ async fn a_device_added_through_another_connection_is_picked_up() {
         .await;
     let r = h.next_reading().await;
     assert_eq!(r.device.to_string(), "lora:70B3D57ED0000003");
+    h.stop().await;
+}
+
+/// What a device sees of a downlink: FCnt, confirmed, FPending, FPort and
+/// the decrypted FRMPayload (checked MIC).
+struct DownView {
+    confirmed: bool,
+    ack: bool,
+    f_pending: bool,
+    fport: Option<u8>,
+    payload: Vec<u8>,
+}
+
+fn device_view(phy: &[u8]) -> DownView {
+    use lorawan::keys::AES128;
+    use lorawan::parser::{DataHeader, EncryptedDataPayload, FRMPayload};
+    let frame = EncryptedDataPayload::new(phy.to_vec()).expect("a data frame");
+    assert!(!frame.is_uplink());
+    let fcnt = u32::from(frame.fhdr().fcnt());
+    assert!(frame.validate_mic(&AES128(NWK), fcnt), "downlink MIC");
+    let (confirmed, ack, f_pending) = (
+        frame.is_confirmed(),
+        frame.fhdr().fctrl().ack(),
+        frame.fhdr().fctrl().f_pending(),
+    );
+    let dec = frame
+        .decrypt(Some(&AES128(NWK)), Some(&AES128(APP)), fcnt)
+        .unwrap();
+    let payload = match dec.frm_payload() {
+        FRMPayload::Data(d) => d.to_vec(),
+        FRMPayload::MACCommands(m) => m.data().to_vec(),
+        FRMPayload::None => vec![],
+    };
+    DownView {
+        confirmed,
+        ack,
+        f_pending,
+        fport: dec.f_port(),
+        payload,
+    }
+}
+
+/// An ABP uplink with the ACK bit set (acknowledging a confirmed downlink).
+fn abp_up_acking(fcnt: u32) -> Vec<u8> {
+    let mut c = DataPayloadCreator::new();
+    c.set_confirmed(false)
+        .set_uplink(true)
+        .set_dev_addr(&ABP_ADDR.to_le_bytes())
+        .set_fctrl(&FCtrl::new(0x20, true))
+        .set_fcnt(fcnt)
+        .set_f_port(1);
+    c.build(&CAYENNE, &[], &NewSKey::from(NWK), &AppSKey::from(APP))
+        .unwrap()
+        .to_vec()
+}
+
+/// The registry through its own connection, as the D-Bus interface has.
+async fn registry<T: Send + 'static>(
+    dir: &Path,
+    f: impl FnOnce(&gatewayd_adapter_lorawan::LoraRegistry) -> T + Send + 'static,
+) -> T {
+    let path = dir.join("lorawan.db");
+    tokio::task::spawn_blocking(move || {
+        let reg = gatewayd_adapter_lorawan::LoraRegistry::open(&path).unwrap();
+        f(&reg)
+    })
+    .await
+    .unwrap()
+}
+
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn queued_downlinks_go_out_one_per_uplink_and_leave_the_table_when_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start(config(dir.path())).await;
+    let mut gw = Forwarder::new(1, h.addr).await;
+    gw.pull().await;
+    let (plain, confirmed) = registry(dir.path(), |r| {
+        (
+            r.enqueue_downlink(ABP_EUI, 5, b"on", false).unwrap(),
+            r.enqueue_downlink(ABP_EUI, 6, b"cfg", true).unwrap(),
+        )
+    })
+    .await;
+    assert!(confirmed > plain, "ids grow");
+    h.wait("queued", |s| counter(&s.app_downlinks_queued), 2)
+        .await;
+
+    // Uplink 1 carries the unconfirmed item; FPending says more is queued.
+    gw.push(&abp_up(1), 1_000_000, -80, 5.0).await;
+    h.next_reading().await;
+    let (_, tx) = gw.pull_resp().await;
+    assert_eq!(tx.tmst, Some(2_000_000), "RX1");
+    let v = device_view(&tx.data);
+    assert_eq!((v.fport, v.payload.as_slice()), (Some(5), &b"on"[..]));
+    assert!(!v.confirmed && v.f_pending);
+    let left = registry(dir.path(), |r| r.downlinks(None, 0).unwrap()).await;
+    assert_eq!(
+        left.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [confirmed],
+        "the sent unconfirmed item was deleted with its session write"
+    );
+
+    // Uplinks 2 and 3 without the ACK bit: the confirmed item, twice.
+    for (fcnt, tmst) in [(2, 3_000_000), (3, 5_000_000)] {
+        gw.push(&abp_up(fcnt), tmst, -80, 5.0).await;
+        h.next_reading().await;
+        let v = device_view(&gw.pull_resp().await.1.data);
+        assert_eq!((v.fport, v.payload.as_slice()), (Some(6), &b"cfg"[..]));
+        assert!(v.confirmed && !v.f_pending);
+    }
+    // Uplink 4 acknowledges it: gone from memory and disk, nothing to send.
+    gw.push(&abp_up_acking(4), 7_000_000, -80, 5.0).await;
+    h.next_reading().await;
+    h.wait("acked", |s| counter(&s.app_downlinks_acked), 1)
+        .await;
+    let left = registry(dir.path(), |r| r.downlinks(None, 0).unwrap()).await;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(counter(&h.stats.app_downlinks_sent), 1);
+    assert_eq!(counter(&h.stats.downlinks_sent), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_downlink_survives_a_restart_and_a_cleared_one_is_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(config(dir.path())).await;
+    h.stop().await;
+    let (keep, drop_me) = registry(dir.path(), |r| {
+        (
+            r.enqueue_downlink(ABP_EUI, 7, b"kept", false).unwrap(),
+            r.enqueue_downlink(ABP_EUI, 8, b"cleared", false).unwrap(),
+        )
+    })
+    .await;
+
+    // Loaded at start, while gatewayd was down when they were queued.
+    let mut h = start(config(dir.path())).await;
+    assert_eq!(counter(&h.stats.app_downlinks_queued), 2);
+    let n = registry(dir.path(), move |r| {
+        r.clear_downlinks(ABP_EUI, Some(drop_me)).unwrap()
+    })
+    .await;
+    assert_eq!(n, 1);
+    h.wait("reloads", |s| counter(&s.reloads), 1).await;
+
+    let mut gw = Forwarder::new(1, h.addr).await;
+    gw.pull().await;
+    gw.push(&abp_up(1), 1_000_000, -80, 5.0).await;
+    h.next_reading().await;
+    let v = device_view(&gw.pull_resp().await.1.data);
+    assert_eq!((v.fport, v.payload.as_slice()), (Some(7), &b"kept"[..]));
+    assert!(!v.f_pending, "the cleared item is not counted either");
+    // A confirmed uplink now gets a bare ACK: the cleared item never goes.
+    gw.push(
+        &uplink(ABP_ADDR, NWK, 2, true, &CAYENNE),
+        3_000_000,
+        -80,
+        5.0,
+    )
+    .await;
+    h.next_reading().await;
+    let v = device_view(&gw.pull_resp().await.1.data);
+    assert!(v.ack);
+    assert_eq!((v.fport, v.payload.len()), (None, 0));
+    let left = registry(dir.path(), |r| r.downlinks(None, 0).unwrap()).await;
+    assert!(left.is_empty(), "{left:?} (kept was {keep})");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_reading_is_submitted_only_once_its_frame_counter_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start(config(dir.path())).await;
+    let mut gw = Forwarder::new(1, h.addr).await;
+    gw.pull().await;
+    for fcnt in [5u32, 6, 9] {
+        gw.push(&abp_up(fcnt), fcnt, -80, 5.0).await;
+        let r = h.next_reading().await;
+        assert_eq!(r.meta.extra["fcnt"], fcnt.to_string());
+        // Read through another connection the moment the reading arrives.
+        let path = dir.path().join("lorawan.db");
+        let stored: i64 = tokio::task::spawn_blocking(move || {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.query_row(
+                "SELECT fcnt_up FROM sessions WHERE dev_eui = ?1",
+                [ABP_EUI],
+                |r| r.get(0),
+            )
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(stored, i64::from(fcnt));
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_published_status_lists_forwarders_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start(config(dir.path())).await;
+    let mut gw = Forwarder::new(0xAA55_0000_0000_0009, h.addr).await;
+    gw.pull().await;
+    gw.push(&abp_up(1), 1, -80, 5.0).await;
+    h.next_reading().await;
+    let status = within(h.status.wait_for(|s| s["counters"]["readings"] == 1))
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(status["kind"], "lorawan");
+    assert_eq!(status["devices"], 2);
+    assert_eq!(status["forwarders_alive"], 1);
+    let f = &status["forwarders"][0];
+    assert_eq!(f["eui"], "AA55000000000009");
+    assert_eq!(f["alive"], true);
+    assert_eq!(f["protocol"], 2);
+    assert_eq!(f["counters"]["rxpk"], 1);
+    assert_eq!(
+        f["pull_addr"],
+        gw.down.local_addr().unwrap().to_string(),
+        "downlinks go where PULL_DATA came from"
+    );
     h.stop().await;
 }

@@ -72,6 +72,13 @@ pub struct Selector {
     /// Measurement names (globs); empty = any.
     #[serde(default)]
     pub measurements: Vec<String>,
+    /// Glob over the reading's device profile (`meta.extra.profile`, set by
+    /// the LoRaWAN source from the device's registry profile); absent =
+    /// any reading, with or without a profile. This is how a device profile
+    /// names its codec app: register the device with `profile =
+    /// "lora-codec"` and select `profile = "lora-codec"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 fn star() -> String {
@@ -83,6 +90,7 @@ impl Default for Selector {
         Selector {
             device: star(),
             measurements: Vec::new(),
+            profile: None,
         }
     }
 }
@@ -91,6 +99,17 @@ impl Selector {
     /// Whether the device id matches this selector's `device` glob.
     pub fn matches_device(&self, device: &str) -> bool {
         glob_match(&self.device, device)
+    }
+
+    /// Whether a reading's profile (`meta.extra.profile`) matches: always
+    /// when the selector names none; never for a reading without one when
+    /// it does.
+    pub fn matches_profile(&self, profile: Option<&str>) -> bool {
+        match (&self.profile, profile) {
+            (None, _) => true,
+            (Some(glob), Some(p)) => glob_match(glob, p),
+            (Some(_), None) => false,
+        }
     }
 
     /// Whether a measurement name matches (any name if `measurements` is empty).
@@ -437,6 +456,14 @@ module = "app.wasm"
         assert!(m.select[0].matches_measurement("humidity"));
         assert!(!m.select[0].matches_measurement("pressure"));
         assert!(m.select[1].matches_measurement("pressure"));
+        assert!(m.select[0].matches_profile(None), "no profile named: any");
+        let by_profile = Selector {
+            profile: Some("lora-*".into()),
+            ..Selector::default()
+        };
+        assert!(by_profile.matches_profile(Some("lora-codec")));
+        assert!(!by_profile.matches_profile(Some("cayenne")));
+        assert!(!by_profile.matches_profile(None));
         assert_eq!(m.delivery.mode, DeliveryMode::Window);
         assert_eq!(m.delivery.window_seconds, 60);
         assert_eq!(m.delivery.window_readings, 0);

@@ -154,8 +154,10 @@ impl Slot {
 
     fn matches(&self, r: &Reading) -> bool {
         let dev = r.device.as_str();
+        let profile = r.meta.extra.get("profile").map(String::as_str);
         self.manifest().select.iter().any(|s| {
             s.matches_device(dev)
+                && s.matches_profile(profile)
                 && (s.measurements.is_empty()
                     || r.measurements
                         .iter()

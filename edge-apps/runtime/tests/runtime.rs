@@ -91,21 +91,35 @@ async fn lora_codec_decodes_payloads() {
         .await
         .unwrap();
     // 0x00E1 = 22.5 °C, 0x37 = 55 %RH, 0x0BB8 = 3000 mV (see the example's README).
-    let raw = Reading::new(
-        "lora:70b3d57ed0000001".parse().unwrap(),
-        Timestamp(SEC),
-        vec![Measurement {
-            name: "payload".into(),
-            unit: None,
-            value: Some(Value::Data(vec![0x00, 0xE1, 0x37, 0x0B, 0xB8])),
-            sum: None,
-        }],
-    );
-    let p = rt.handle.process(vec![vec![raw]]).await.unwrap();
+    // As the LoRaWAN source makes it: the device's profile in the metadata.
+    let raw = |profile: &str| {
+        let mut r = Reading::new(
+            "lora:70b3d57ed0000001".parse().unwrap(),
+            Timestamp(SEC),
+            vec![Measurement {
+                name: "payload".into(),
+                unit: None,
+                value: Some(Value::Data(vec![0x00, 0xE1, 0x37, 0x0B, 0xB8])),
+                sum: None,
+            }],
+        );
+        r.meta.extra.insert("profile".into(), profile.into());
+        r
+    };
+    let p = rt
+        .handle
+        .process(vec![vec![raw("lora-codec")], vec![raw("other-codec")]])
+        .await
+        .unwrap();
     let r = &p.groups[0][0];
     assert_eq!(float(r, "temperature"), Some(22.5), "{r:?}");
     assert_eq!(float(r, "humidity"), Some(55.0));
     assert_eq!(float(r, "battery"), Some(3.0));
+    assert_eq!(
+        p.groups[1][0],
+        raw("other-codec"),
+        "a device of another profile is not this codec's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,6 +193,28 @@ impl HealthHandle {
     }
 }
 
+/// A source's handle to publish a snapshot of its own status (counters,
+/// peers, anything an operator inspects) as a JSON object. The control
+/// plane shows the latest one (D-Bus `SourceStatus`, `gatewayctl source
+/// status`). Publishing replaces the previous snapshot: sources publish on
+/// their own schedule (e.g. once a second), never per message.
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Arc<watch::Sender<serde_json::Value>>);
+
+impl StatusHandle {
+    /// A handle and the receiver the daemon keeps; the first value is
+    /// `null` (nothing published).
+    pub fn new() -> (StatusHandle, watch::Receiver<serde_json::Value>) {
+        let (tx, rx) = watch::channel(serde_json::Value::Null);
+        (StatusHandle(Arc::new(tx)), rx)
+    }
+
+    /// Replaces the published snapshot.
+    pub fn publish(&self, status: serde_json::Value) {
+        self.0.send_replace(status);
+    }
+}
+
 /// Everything a running source gets from the daemon.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
@@ -201,6 +223,7 @@ pub struct SourceContext {
     pub sink: ReadingSink,
     pub shutdown: CancellationToken,
     pub health: HealthHandle,
+    pub status: StatusHandle,
 }
 
 /// Errors building a source from its config.

@@ -27,7 +27,7 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
         5,
         "invalid input: unknown key, invalid value, refused app bundle, LoRaWAN device already exists, no config file to persist to, or an unreadable/too large local file",
     ),
-    (6, "not found: no such app or LoRaWAN device"),
+    (6, "not found: no such app, LoRaWAN device or source"),
     (
         7,
         "incomplete: `buffer flush` timed out with readings still unacknowledged",
@@ -145,9 +145,13 @@ pub enum Command {
         command: Option<AppsCommand>,
     },
 
-    /// Manage the LoRaWAN device registry (io.gatewayd.Gateway1.LoRaWAN).
+    /// The LoRaWAN network server: devices, downlinks, forwarders, counters.
     #[command(subcommand)]
     Lora(LoraCommand),
+
+    /// Inspect a running source (sources.<name>).
+    #[command(subcommand)]
+    Source(SourceCommand),
 
     /// Act on the reading buffer.
     #[command(subcommand)]
@@ -262,12 +266,86 @@ pub enum AppsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Print what a source publishes about itself (counters, peers) as JSON.
+    Status {
+        /// The source's name (the `<name>` of `[sources.<name>]`).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LoraCommand {
-    /// LoRaWAN devices.
+    /// LoRaWAN devices (the registry).
     Devices {
         #[command(subcommand)]
         command: Option<LoraDevicesCommand>,
     },
+    /// Application downlinks queued for LoRaWAN devices.
+    Downlinks {
+        #[command(subcommand)]
+        command: Option<LoraDownlinksCommand>,
+    },
+    /// The packet forwarders (gateways) of a LoRaWAN source: liveness, addresses, counters.
+    Forwarders {
+        /// The lorawan source (default: the only one running).
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+    },
+    /// The counters of a LoRaWAN source, rejected uplinks by reason included.
+    Stats {
+        /// The lorawan source (default: the only one running).
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoraDownlinksCommand {
+    /// List queued downlinks (of one device, or all).
+    List {
+        /// The device's DevEUI.
+        dev_eui: Option<String>,
+    },
+    /// Queue a downlink for the device's next uplink (class A); prints its id.
+    #[command(
+        long_about = "Queue an application downlink for the device's next uplink (class A: one per uplink, in RX1 or RX2). The payload is given as --hex, --base64 or --text, at most 242 bytes (less at slow data rates: an item too large for the device's windows waits). --confirmed asks the device to acknowledge it: it is sent again (new frame counter) on each uplink without the ACK, up to 3 times. The queue is durable; after a crash a downlink may be sent twice. Prints the queued item's id."
+    )]
+    Send(LoraSendArgs),
+    /// Delete queued downlinks of a device (all, or --id).
+    Clear {
+        /// The device's DevEUI.
+        dev_eui: String,
+        /// Only this queued item.
+        #[arg(long)]
+        id: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("payload")
+        .args(["hex", "base64", "text"])
+        .required(true)
+))]
+pub struct LoraSendArgs {
+    /// The device's DevEUI.
+    pub dev_eui: String,
+    /// FPort, 1..=223.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=223))]
+    pub fport: u8,
+    /// Payload as hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub hex: Option<String>,
+    /// Payload as base64.
+    #[arg(long, value_name = "B64")]
+    pub base64: Option<String>,
+    /// Payload as UTF-8 text.
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
+    /// Ask the device to acknowledge it.
+    #[arg(long)]
+    pub confirmed: bool,
 }
 
 #[derive(Debug, Subcommand)]

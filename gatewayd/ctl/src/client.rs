@@ -231,6 +231,42 @@ impl Client {
         self.call(LORAWAN, "RemoveDevice", &dev_eui).await.map(drop)
     }
 
+    /// `EnqueueDownlink(dev_eui, fport, payload, confirmed)` → id.
+    pub async fn enqueue_downlink(
+        &self,
+        dev_eui: &str,
+        fport: u8,
+        payload: &[u8],
+        confirmed: bool,
+    ) -> Result<u64, CtlError> {
+        let reply = self
+            .call(
+                LORAWAN,
+                "EnqueueDownlink",
+                &(dev_eui, fport, payload, confirmed),
+            )
+            .await?;
+        decode(&reply, "EnqueueDownlink")
+    }
+
+    /// `ListDownlinks(dev_eui)` (`""`: every device).
+    pub async fn list_downlinks(&self, dev_eui: &str) -> Result<Vec<Record>, CtlError> {
+        let reply = self.call(LORAWAN, "ListDownlinks", &dev_eui).await?;
+        decode(&reply, "ListDownlinks")
+    }
+
+    /// `ClearDownlinks(dev_eui, id)` (`id` 0: all) → how many went.
+    pub async fn clear_downlinks(&self, dev_eui: &str, id: u64) -> Result<u32, CtlError> {
+        let reply = self.call(LORAWAN, "ClearDownlinks", &(dev_eui, id)).await?;
+        decode(&reply, "ClearDownlinks")
+    }
+
+    /// `SourceStatus(name)`: the source's JSON status.
+    pub async fn source_status(&self, name: &str) -> Result<String, CtlError> {
+        let reply = self.call(IFACE, "SourceStatus", &name).await?;
+        decode(&reply, "SourceStatus")
+    }
+
     /// `org.freedesktop.DBus.NameHasOwner("io.gatewayd.Gateway1")`.
     pub async fn gatewayd_on_bus(&self) -> Result<bool, CtlError> {
         with_timeout("NameHasOwner", self.timeout, async {

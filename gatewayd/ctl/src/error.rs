@@ -58,6 +58,11 @@ pub enum CtlError {
     #[error("{0}")]
     Input(String),
 
+    /// Something local to look up is not there (e.g. no lorawan source
+    /// runs).
+    #[error("{0}")]
+    NotFound(String),
+
     /// `buffer flush` returned with readings remaining.
     #[error("{remaining} reading(s) still unacknowledged when the flush timed out")]
     Incomplete { remaining: u64 },
@@ -98,6 +103,7 @@ impl CtlError {
             CtlError::BadAddress { .. } => Exit::Usage,
             CtlError::Remote { name, .. } => exit_for_error_name(name),
             CtlError::Input(_) => Exit::InvalidInput,
+            CtlError::NotFound(_) => Exit::NotFound,
             CtlError::Incomplete { .. } => Exit::Incomplete,
             CtlError::Protocol(_) => Exit::Other,
         }

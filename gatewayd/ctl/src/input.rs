@@ -1,4 +1,5 @@
-//! Local input: secret keys from stdin or a file, app bundles.
+//! Local input: secret keys from stdin or a file, app bundles, downlink
+//! payloads.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -90,6 +91,31 @@ fn too_large(path: &Path, len: u64) -> CtlError {
         path.display(),
         len
     ))
+}
+
+/// The payload of `lora downlinks send`, from --hex, --base64 or --text.
+pub fn downlink_payload(
+    hex_digits: Option<&str>,
+    b64: Option<&str>,
+    text: Option<&str>,
+) -> Result<Vec<u8>, CtlError> {
+    use base64::Engine as _;
+    let bytes = match (hex_digits, b64, text) {
+        (Some(h), None, None) => {
+            let h: String = h.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            hex::decode(&h).map_err(|e| CtlError::Input(format!("--hex: {e}")))?
+        }
+        (None, Some(b), None) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| CtlError::Input(format!("--base64: {e}")))?,
+        (None, None, Some(t)) => t.as_bytes().to_vec(),
+        _ => {
+            return Err(CtlError::Input(
+                "give the payload as exactly one of --hex, --base64, --text".into(),
+            ))
+        }
+    };
+    Ok(bytes)
 }
 
 #[cfg(test)]

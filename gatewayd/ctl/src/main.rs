@@ -6,6 +6,7 @@ mod client;
 mod convert;
 mod error;
 mod input;
+mod lorawan;
 mod output;
 mod watch;
 
@@ -21,7 +22,7 @@ use zbus::zvariant::Value;
 
 use cli::{
     AppsCommand, BufferCommand, Cli, Command, ConfigCommand, LoraAddArgs, LoraCommand,
-    LoraDevicesCommand, ShellArg,
+    LoraDevicesCommand, LoraDownlinksCommand, ShellArg, SourceCommand,
 };
 use client::{Client, Record};
 use convert::{dict_to_json, display_json, infer_value, snake_case, to_json};
@@ -94,6 +95,18 @@ async fn run_bus_command(cli: Cli, out: &mut Stdout) -> anyhow::Result<Exit> {
         Command::Lora(LoraCommand::Devices { command }) => {
             lora(&client, command, prepared, json_output, out).await
         }
+        Command::Lora(LoraCommand::Downlinks { command }) => {
+            lorawan::downlinks(&client, command, json_output, out).await
+        }
+        Command::Lora(LoraCommand::Forwarders { source }) => {
+            lorawan::forwarders(&client, source, json_output, out).await
+        }
+        Command::Lora(LoraCommand::Stats { source }) => {
+            lorawan::stats(&client, source, json_output, out).await
+        }
+        Command::Source(SourceCommand::Status { name }) => {
+            lorawan::source_status(&client, &name, out).await
+        }
         Command::Buffer(BufferCommand::Flush { timeout: secs }) => {
             flush(&client, secs, json_output, out).await
         }
@@ -124,6 +137,13 @@ fn prepare(command: &Command) -> anyhow::Result<Prepared> {
         Command::Lora(LoraCommand::Devices {
             command: Some(LoraDevicesCommand::Add(args)),
         }) => Prepared::Device(lorawan_device(args)?),
+        Command::Lora(LoraCommand::Downlinks {
+            command: Some(LoraDownlinksCommand::Send(args)),
+        }) => {
+            // A bad payload fails before connecting.
+            lorawan::payload_of(args)?;
+            Prepared::None
+        }
         _ => Prepared::None,
     })
 }

@@ -54,6 +54,7 @@ pub async fn start_with_queue(config: CoapConfig, queue: usize) -> Harness {
         sink: ReadingSink::new(tx, "coap"),
         shutdown: shutdown.clone(),
         health,
+        status: gatewayd_core::StatusHandle::new().0,
     };
     let task = tokio::spawn(bound.run(ctx));
     let mut h = Harness {

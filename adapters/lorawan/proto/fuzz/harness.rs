@@ -152,6 +152,7 @@ pub fn run(data: &[u8]) -> Summary {
             let _ = ns.enqueue(
                 ABP_EUI,
                 QueuedDownlink {
+                    id: 1,
                     fport: 1 + (ctl & 0x7F),
                     payload: frame.iter().take(8).copied().collect(),
                     confirmed: true,

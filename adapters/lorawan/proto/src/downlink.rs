@@ -207,6 +207,9 @@ pub fn build_data_downlink(
 /// An application downlink waiting for the device's next uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedDownlink {
+    /// The caller's identifier (e.g. a database row id), carried back in
+    /// every [`QueueEvent`] so the caller can forget the item.
+    pub id: u64,
     /// FPort, 1..=223.
     pub fport: u8,
     /// Application payload (plain; encrypted when sent).
@@ -223,9 +226,16 @@ pub struct QueueFull {
     pub capacity: usize,
 }
 
-/// What happened to a confirmed downlink.
+/// What happened to a queued downlink: each item ends with exactly one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueEvent {
+    /// An unconfirmed item was sent: it left the queue.
+    Sent {
+        /// The item.
+        item: QueuedDownlink,
+        /// FCntDown it was sent with.
+        fcnt_down: u32,
+    },
     /// The device acknowledged it (ACK bit in an uplink after it was sent).
     Acked {
         /// The item.
@@ -336,23 +346,43 @@ impl DownlinkQueue {
     }
 
     /// Records that [`DownlinkQueue::peek`]'s item was sent with
-    /// `fcnt_down`: an unconfirmed item leaves the queue, a confirmed one
-    /// becomes (or stays) pending with one more attempt.
-    pub fn mark_sent(&mut self, fcnt_down: u32) {
+    /// `fcnt_down`: an unconfirmed item leaves the queue
+    /// ([`QueueEvent::Sent`]), a confirmed one becomes (or stays) pending
+    /// with one more attempt.
+    pub fn mark_sent(&mut self, fcnt_down: u32) -> Option<QueueEvent> {
         if let Some(p) = &mut self.pending {
             p.attempts = p.attempts.saturating_add(1);
             p.fcnt_down = fcnt_down;
-            return;
+            return None;
         }
-        if let Some(item) = self.items.pop_front() {
-            if item.confirmed {
-                self.pending = Some(Pending {
-                    item,
-                    attempts: 1,
-                    fcnt_down,
-                });
-            }
+        let item = self.items.pop_front()?;
+        if item.confirmed {
+            self.pending = Some(Pending {
+                item,
+                attempts: 1,
+                fcnt_down,
+            });
+            None
+        } else {
+            Some(QueueEvent::Sent { item, fcnt_down })
         }
+    }
+
+    /// Keeps only the items (pending one included) whose id `keep` accepts;
+    /// returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) -> usize {
+        let before = self.len();
+        self.items.retain(|i| keep(i.id));
+        if self.pending.as_ref().is_some_and(|p| !keep(p.item.id)) {
+            self.pending = None;
+        }
+        before - self.len()
+    }
+
+    /// Whether an item with this id is queued or pending.
+    pub fn contains(&self, id: u64) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.item.id == id)
+            || self.items.iter().any(|i| i.id == id)
     }
 
     /// More items after the one [`DownlinkQueue::peek`] returns (FPending).
@@ -423,6 +453,7 @@ mod tests {
 
     fn item(fport: u8, confirmed: bool) -> QueuedDownlink {
         QueuedDownlink {
+            id: u64::from(fport),
             fport,
             payload: vec![fport],
             confirmed,
@@ -445,10 +476,16 @@ mod tests {
         q.push(item(2, false)).unwrap();
         assert!(q.more_after_next());
         assert_eq!(q.peek().unwrap().fport, 1);
-        q.mark_sent(10);
+        assert_eq!(
+            q.mark_sent(10),
+            Some(QueueEvent::Sent {
+                item: item(1, false),
+                fcnt_down: 10
+            })
+        );
         assert_eq!(q.peek().unwrap().fport, 2);
         assert!(!q.more_after_next());
-        q.mark_sent(11);
+        assert!(q.mark_sent(11).is_some());
         assert!(q.is_empty());
         assert_eq!(q.on_uplink(true), None, "stray ACK ignored");
     }
@@ -458,11 +495,15 @@ mod tests {
         let mut q = DownlinkQueue::default();
         q.push(item(5, true)).unwrap();
         q.push(item(6, false)).unwrap();
-        q.mark_sent(7);
+        assert_eq!(q.mark_sent(7), None, "pending, not gone");
+        assert!(q.contains(5) && q.contains(6) && !q.contains(7));
+        let mut other = q.clone();
+        assert_eq!(other.retain(|id| id != 5), 1, "the pending one can go");
+        assert_eq!(other.peek().unwrap().fport, 6);
         assert_eq!(q.len(), 2);
         assert_eq!(q.on_uplink(false), None, "first miss: resend");
         assert_eq!(q.peek().unwrap().fport, 5, "pending item goes first");
-        q.mark_sent(8);
+        assert_eq!(q.mark_sent(8), None);
         assert_eq!(
             q.on_uplink(true),
             Some(QueueEvent::Acked {
@@ -477,9 +518,9 @@ mod tests {
     fn confirmed_item_is_dropped_after_max_attempts() {
         let mut q = DownlinkQueue::new(4, 2);
         q.push(item(5, true)).unwrap();
-        q.mark_sent(1);
+        assert_eq!(q.mark_sent(1), None);
         assert_eq!(q.on_uplink(false), None);
-        q.mark_sent(2);
+        assert_eq!(q.mark_sent(2), None);
         assert_eq!(
             q.on_uplink(false),
             Some(QueueEvent::Dropped {

@@ -357,7 +357,8 @@ pub enum Action {
         /// Why parsing stopped early, if it did.
         stop: Option<MacParseStop>,
     },
-    /// A confirmed downlink was acknowledged or dropped.
+    /// A queued downlink left the queue: sent (unconfirmed), acknowledged
+    /// or dropped (confirmed).
     Queue {
         /// DevEUI.
         dev_eui: Eui64,
@@ -480,6 +481,22 @@ impl NetworkServer {
     /// Queued downlinks for a device (pending confirmed one included).
     pub fn queue_len(&self, dev_eui: Eui64) -> usize {
         self.queues.get(&dev_eui).map_or(0, DownlinkQueue::len)
+    }
+
+    /// Whether the downlink with this id is queued (or pending) for a device.
+    pub fn is_queued(&self, dev_eui: Eui64, id: u64) -> bool {
+        self.queues.get(&dev_eui).is_some_and(|q| q.contains(id))
+    }
+
+    /// Keeps only the queued downlinks `keep(dev_eui, id)` accepts (e.g.
+    /// those still in the caller's database); returns how many went.
+    pub fn retain_queued(&mut self, mut keep: impl FnMut(Eui64, u64) -> bool) -> usize {
+        let mut gone = 0;
+        self.queues.retain(|eui, q| {
+            gone += q.retain(|id| keep(*eui, id));
+            !q.is_empty()
+        });
+        gone
     }
 
     /// Queues an application downlink for a device's next uplink.
@@ -888,8 +905,12 @@ impl NetworkServer {
             match built {
                 Ok(Some((downlink, sent_item))) => {
                     if sent_item {
-                        if let Some(q) = self.queues.get_mut(&dev_eui) {
-                            q.mark_sent(session.fcnt_down.wrapping_sub(1));
+                        if let Some(event) = self
+                            .queues
+                            .get_mut(&dev_eui)
+                            .and_then(|q| q.mark_sent(session.fcnt_down.wrapping_sub(1)))
+                        {
+                            out.push(Action::Queue { dev_eui, event });
                         }
                     }
                     out.push(Action::Downlink(downlink));

@@ -422,6 +422,7 @@ fn queued_confirmed_downlink_is_resent_until_acked() {
     ns.enqueue(
         ABP_EUI,
         QueuedDownlink {
+            id: 1,
             fport: 9,
             payload: b"cfg".to_vec(),
             confirmed: true,
@@ -431,6 +432,7 @@ fn queued_confirmed_downlink_is_resent_until_acked() {
     ns.enqueue(
         ABP_EUI,
         QueuedDownlink {
+            id: 2,
             fport: 10,
             payload: b"next".to_vec(),
             confirmed: false,
@@ -477,7 +479,18 @@ fn queued_confirmed_downlink_is_resent_until_acked() {
         (v.fport, v.payload.as_slice(), v.confirmed, v.f_pending),
         (Some(10), &b"next"[..], false, false)
     );
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::Queue {
+                event: QueueEvent::Sent { item, fcnt_down: 2 },
+                ..
+            } if item.id == 2
+        )),
+        "the unconfirmed item is reported gone once sent: {a:?}"
+    );
     assert_eq!(ns.queue_len(ABP_EUI), 0);
+    assert!(!ns.is_queued(ABP_EUI, 2));
 }
 
 #[test]
@@ -488,6 +501,7 @@ fn queued_confirmed_downlink_is_dropped_after_max_attempts() {
     ns.enqueue(
         ABP_EUI,
         QueuedDownlink {
+            id: 1,
             fport: 9,
             payload: b"x".to_vec(),
             confirmed: true,
@@ -526,6 +540,7 @@ fn queue_refuses_invalid_and_excess_items() {
     cfg.queue_capacity = 1;
     let mut ns = NetworkServer::new(cfg).unwrap();
     let item = |fport, len| QueuedDownlink {
+        id: 1,
         fport,
         payload: vec![0; len],
         confirmed: false,
@@ -558,6 +573,7 @@ fn item_too_large_for_both_windows_waits_for_a_faster_data_rate() {
     ns.enqueue(
         ABP_EUI,
         QueuedDownlink {
+            id: 1,
             fport: 3,
             payload: vec![7; 100],
             confirmed: false,
