@@ -62,6 +62,35 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Why [`require_device`] failed.
+enum Missing {
+    Device(String),
+    Sql(rusqlite::Error),
+}
+
+impl Missing {
+    fn or_storage(self, reg: &LoraRegistry) -> RegistryError {
+        match self {
+            Missing::Device(eui) => RegistryError::NotFound(eui),
+            Missing::Sql(e) => reg.storage(e),
+        }
+    }
+}
+
+/// `NotFound` unless the (canonical) DevEUI is registered.
+fn require_device(conn: &rusqlite::Connection, eui: &str) -> Result<(), Missing> {
+    let known: Option<i64> = conn
+        .query_row("SELECT 1 FROM devices WHERE dev_eui = ?1", [eui], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(Missing::Sql)?;
+    match known {
+        Some(_) => Ok(()),
+        None => Err(Missing::Device(eui.to_owned())),
+    }
+}
+
 impl LoraRegistry {
     /// Queues an application downlink for a registered device's next uplink
     /// and returns its id. Durable before it returns. Errors: `Invalid`
@@ -95,15 +124,7 @@ impl LoraRegistry {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let known: Option<i64> = tx
-            .query_row("SELECT 1 FROM devices WHERE dev_eui = ?1", [&eui], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql)?;
-        if known.is_none() {
-            return Err(RegistryError::NotFound(eui));
-        }
+        require_device(&tx, &eui).map_err(|e| e.or_storage(self))?;
         let queued: i64 = tx
             .query_row(
                 "SELECT count(*) FROM downlinks WHERE dev_eui = ?1",
@@ -177,15 +198,7 @@ impl LoraRegistry {
         let eui = eui.to_string();
         let sql = |e: rusqlite::Error| self.storage(e);
         let conn = self.lock();
-        let known: Option<i64> = conn
-            .query_row("SELECT 1 FROM devices WHERE dev_eui = ?1", [&eui], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql)?;
-        if known.is_none() {
-            return Err(RegistryError::NotFound(eui));
-        }
+        require_device(&conn, &eui).map_err(|e| e.or_storage(self))?;
         let n = conn
             .execute(
                 "DELETE FROM downlinks WHERE dev_eui = ?1 AND (?2 IS NULL OR id = ?2)",

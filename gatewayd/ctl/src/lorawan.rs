@@ -57,14 +57,20 @@ async fn lorawan_source(client: &Client, wanted: Option<String>) -> anyhow::Resu
     }
 }
 
+/// The lorawan source's name and status.
+async fn lorawan_status(client: &Client, source: Option<String>) -> anyhow::Result<(String, Json)> {
+    let name = lorawan_source(client, source).await?;
+    let status = status_of(client, &name).await?;
+    Ok((name, status))
+}
+
 pub async fn stats(
     client: &Client,
     source: Option<String>,
     json_output: bool,
     out: &mut Stdout,
 ) -> anyhow::Result<Exit> {
-    let name = lorawan_source(client, source).await?;
-    let status = status_of(client, &name).await?;
+    let (name, status) = lorawan_status(client, source).await?;
     if json_output {
         out.json_pretty(&json!({
             "source": name,
@@ -96,8 +102,7 @@ pub async fn forwarders(
     json_output: bool,
     out: &mut Stdout,
 ) -> anyhow::Result<Exit> {
-    let name = lorawan_source(client, source).await?;
-    let status = status_of(client, &name).await?;
+    let (_, status) = lorawan_status(client, source).await?;
     let list = status["forwarders"].clone();
     if json_output {
         out.json_pretty(&list)?;
