@@ -60,8 +60,14 @@ pub struct LoraConfig {
     pub rx1_delay_secs: u8,
     /// Forwarders tracked at once; datagrams from more are dropped.
     pub max_forwarders: usize,
-    /// Uplinks being deduplicated at once.
+    /// Uplinks being deduplicated at once; one beyond is dropped
+    /// (`dedup_full`). Sustained ceiling: this / `dedup_window_ms`.
     pub max_uplinks_in_flight: usize,
+    /// Receive buffer asked of the kernel for the UDP socket (SO_RCVBUF),
+    /// bytes. Packet forwarders do not resend a PUSH_DATA: a burst beyond
+    /// the buffer is lost. The kernel caps it at `net.core.rmem_max`; the
+    /// size obtained is logged at start.
+    pub recv_buffer_bytes: usize,
     /// Devices inserted into the registry at start (replace).
     pub devices: Vec<DeviceConfig>,
 }
@@ -78,7 +84,8 @@ impl Default for LoraConfig {
             rx1_dr_offset: 0,
             rx1_delay_secs: 1,
             max_forwarders: 64,
-            max_uplinks_in_flight: 256,
+            max_uplinks_in_flight: 4096,
+            recv_buffer_bytes: 4 << 20,
             devices: Vec::new(),
         }
     }
@@ -132,6 +139,7 @@ pub struct Validated {
     pub db_path: Option<PathBuf>,
     pub forwarder_timeout: Duration,
     pub max_forwarders: usize,
+    pub recv_buffer_bytes: usize,
     pub devices: Vec<AddRequest>,
 }
 
@@ -168,6 +176,12 @@ pub fn validate(key: &str, c: LoraConfig) -> Result<Validated, ConfigError> {
     }
     if !(1..=4096).contains(&c.max_forwarders) {
         return Err(ConfigError::new(k("max_forwarders"), "must be 1..=4096"));
+    }
+    if !(65_536..=(256 << 20)).contains(&c.recv_buffer_bytes) {
+        return Err(ConfigError::new(
+            k("recv_buffer_bytes"),
+            "must be 65536..=268435456",
+        ));
     }
     if !(1..=65_536).contains(&c.max_uplinks_in_flight) {
         return Err(ConfigError::new(
@@ -233,6 +247,7 @@ pub fn validate(key: &str, c: LoraConfig) -> Result<Validated, ConfigError> {
         db_path: c.state_dir.map(|d| d.join(DB_FILE)),
         forwarder_timeout: Duration::from_secs(c.forwarder_timeout_secs),
         max_forwarders: c.max_forwarders,
+        recv_buffer_bytes: c.recv_buffer_bytes,
         devices,
     })
 }

@@ -94,6 +94,10 @@ use crate::store::{CachedStore, SessionDb};
 /// anyway): this margin keeps a counter from being reused after such a
 /// failure and a restart.
 pub const FCNT_DOWN_RESTART_MARGIN: u32 = 16;
+/// Readings per ingest submission, at most.
+const MAX_SUBMISSION: usize = 512;
+/// How long the loop waits for room in the ingest queue before dropping.
+const SUBMIT_WAIT: Duration = Duration::from_millis(200);
 /// Effects (readings, downlinks) waiting for their session write, at most;
 /// beyond this the socket is not read until the write completes.
 pub const MAX_HELD: usize = 8192;
@@ -286,6 +290,20 @@ fn open_state(config: &Validated) -> Result<State, SourceError> {
     Ok((registry, db, store, version, downlinks))
 }
 
+/// A non-blocking UDP socket with SO_RCVBUF asked for `recv_buffer`
+/// bytes; returns it with the size the kernel granted (Linux reports twice
+/// what it grants for bookkeeping: the half is returned).
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<(UdpSocket, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, and is reported.
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size().map_or(0, |n| n / 2);
+    Ok((UdpSocket::from_std(socket.into())?, granted))
+}
+
 impl LoraSource {
     /// The configured UDP address.
     pub fn bind_addr(&self) -> SocketAddr {
@@ -307,16 +325,25 @@ impl LoraSource {
         .await
         .map_err(other)?;
         let (registry, db, store, data_version, downlinks) = state?;
-        let socket = UdpSocket::bind(config.bind).await.map_err(|e| {
-            SourceError::Other(format!("binding LoRaWAN socket {}: {e}", config.bind))
-        })?;
+        let (socket, recv_buffer) =
+            bind_udp(config.bind, config.recv_buffer_bytes).map_err(|e| {
+                SourceError::Other(format!("binding LoRaWAN socket {}: {e}", config.bind))
+            })?;
         let local_addr = socket.local_addr()?;
         tracing::info!(
             addr = %local_addr,
             region = ?config.server.region,
             devices = store.len(),
+            recv_buffer,
             "LoRaWAN network server listening for packet forwarders"
         );
+        if recv_buffer < config.recv_buffer_bytes {
+            tracing::warn!(
+                asked = config.recv_buffer_bytes,
+                got = recv_buffer,
+                "LoRaWAN socket receive buffer capped by the kernel (net.core.rmem_max): bursts of uplinks may be lost"
+            );
+        }
         Ok(BoundLoraSource {
             socket,
             local_addr,
@@ -746,9 +773,48 @@ impl Runner {
         if changed || !self.held.is_empty() {
             self.held.extend(effects);
         } else {
-            for a in effects {
-                self.action(a).await;
+            self.release(effects).await;
+        }
+    }
+
+    /// Carries out effects: downlinks go out one by one; readings are
+    /// submitted together, in chunks of at most [`MAX_SUBMISSION`], so a
+    /// released group commit is a few ingest messages, not thousands.
+    async fn release(&mut self, effects: Vec<Action>) {
+        let mut out = Vec::new();
+        for a in effects {
+            match a {
+                Action::Reading(r) => {
+                    if let Some(reading) = self.reading(r) {
+                        out.push(reading);
+                    }
+                }
+                other => self.action(other).await,
             }
+        }
+        while !out.is_empty() {
+            let rest = out.split_off(out.len().min(MAX_SUBMISSION));
+            let chunk = std::mem::replace(&mut out, rest);
+            self.submit(chunk).await;
+        }
+    }
+
+    /// Submits readings, waiting at most [`SUBMIT_WAIT`] for room in the
+    /// ingest queue (meanwhile the socket is not read: the kernel buffers
+    /// datagrams); what still does not fit is dropped and counted.
+    async fn submit(&mut self, readings: Vec<Reading>) {
+        let n = readings.len() as u64;
+        let why = match tokio::time::timeout(SUBMIT_WAIT, self.ctx.sink.submit(readings)).await {
+            Ok(Ok(_ticket)) => {
+                self.stats.readings.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(SinkError::Full)) | Err(_) => "ingest queue full",
+            Ok(Err(_)) => "ingest closed",
+        };
+        self.stats.readings_dropped.fetch_add(n, Ordering::Relaxed);
+        if let Some(suppressed) = self.log_dropped.allow(Instant::now()) {
+            tracing::warn!(readings = n, suppressed, "LoRaWAN readings dropped: {why}");
         }
     }
 
@@ -759,7 +825,11 @@ impl Runner {
                     self.dirty.insert(dev_eui, session);
                 }
             }
-            Action::Reading(r) => self.reading(r),
+            Action::Reading(r) => {
+                if let Some(reading) = self.reading(r) {
+                    self.submit(vec![reading]).await;
+                }
+            }
             Action::Downlink(d) => {
                 let gw = Eui(d.gateway.0);
                 self.send_downlink(gw, d.dev_eui, d.phy, d.slot, d.fallback)
@@ -805,31 +875,20 @@ impl Runner {
         }
     }
 
-    fn reading(&mut self, r: proto::Reading) {
+    /// The gatewayd reading of a LoRaWAN one (`None`, logged, if it
+    /// cannot be converted).
+    fn reading(&mut self, r: proto::Reading) -> Option<Reading> {
         let key = (r.dev_addr.0, r.fcnt as u16);
         let forwarders = self
             .heard
             .remove(&key)
             .map(|(_, g)| g)
             .unwrap_or_else(|| vec![Eui(r.rx.gateway.0)]);
-        let reading = match to_reading(&r, &forwarders) {
-            Ok(reading) => reading,
+        match to_reading(&r, &forwarders) {
+            Ok(reading) => Some(reading),
             Err(e) => {
                 tracing::warn!(dev_eui = %r.dev_eui, error = %e, "LoRaWAN reading not convertible");
-                return;
-            }
-        };
-        match self.ctx.sink.try_submit(vec![reading]) {
-            Ok(_ticket) => inc(&self.stats.readings),
-            Err(e) => {
-                inc(&self.stats.readings_dropped);
-                if let Some(suppressed) = self.log_dropped.allow(Instant::now()) {
-                    let why = match e {
-                        SinkError::Full => "ingest queue full",
-                        _ => "ingest closed",
-                    };
-                    tracing::warn!(dev_eui = %r.dev_eui, suppressed, "LoRaWAN reading dropped: {why}");
-                }
+                None
             }
         }
     }
@@ -959,9 +1018,8 @@ impl Runner {
                 tracing::error!(error = %e, "LoRaWAN session writer failed");
             }
         }
-        for a in std::mem::take(&mut self.saving) {
-            self.action(a).await;
-        }
+        let saving = std::mem::take(&mut self.saving);
+        self.release(saving).await;
     }
 
     /// Waits for the running write, writes what is left, and releases
@@ -978,9 +1036,8 @@ impl Runner {
             let r = h.await;
             self.saved(r).await;
         }
-        for a in std::mem::take(&mut self.held) {
-            self.action(a).await;
-        }
+        let held = std::mem::take(&mut self.held);
+        self.release(held).await;
     }
 
     // ----- the application downlink queue -----

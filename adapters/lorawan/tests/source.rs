@@ -74,6 +74,7 @@ struct Harness {
     _health: watch::Receiver<SourceState>,
     status: watch::Receiver<serde_json::Value>,
     task: JoinHandle<Result<(), SourceError>>,
+    pending: std::collections::VecDeque<Reading>,
 }
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
@@ -110,29 +111,32 @@ async fn start(config: LoraConfig) -> Harness {
         _health: health_rx,
         status,
         task,
+        pending: Default::default(),
     }
 }
 
 impl Harness {
     /// The next submitted reading; answers the commit like the buffer.
+    /// (Readings released together arrive in one submission.)
     async fn next_reading(&mut self) -> Reading {
-        let Ingest {
-            mut readings,
-            reply,
-        } = within(self.ingest.recv()).await.expect("ingest open");
-        assert_eq!(readings.len(), 1);
+        if let Some(r) = self.pending.pop_front() {
+            return r;
+        }
+        let Ingest { readings, reply } = within(self.ingest.recv()).await.expect("ingest open");
+        assert!(!readings.is_empty());
         if let Some(reply) = reply {
             let _ = reply.send(Ok(Committed {
                 first_seq: 0,
-                count: 1,
+                count: readings.len(),
             }));
         }
-        readings.remove(0)
+        self.pending.extend(readings);
+        self.pending.pop_front().expect("one reading")
     }
 
     fn assert_no_reading(&mut self) {
         assert!(
-            self.ingest.try_recv().is_err(),
+            self.pending.is_empty() && self.ingest.try_recv().is_err(),
             "a reading reached the sink"
         );
     }
