@@ -6,7 +6,7 @@
 #   make test    deps, fmt check, clippy -D warnings, build, all tests
 #   make run     demo: cloud-bridge + gatewayd + simulated CoAP sensors
 #   make bench   criterion benchmarks + load harness (release)
-#   make fuzz    run the fuzz targets (CoAP/SenML, edge-app bundles, Semtech UDP, LoRaWAN PHYPayload; FUZZ_SECONDS each)
+#   make fuzz    run the fuzz targets (CoAP/SenML, edge-app bundles, Semtech UDP, LoRaWAN PHYPayload, serial frames; FUZZ_SECONDS each)
 #
 # CARGO_TARGET_DIR is respected throughout.
 
@@ -47,3 +47,4 @@ fuzz:
 	cd edge-apps/artifact/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run bundle corpus/bundle -- -max_total_time=$(FUZZ_SECONDS)
 	cd adapters/lorawan/semtech/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run datagram corpus/datagram -- -max_total_time=$(FUZZ_SECONDS)
 	cd adapters/lorawan/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run phypayload corpus/phypayload -- -max_total_time=$(FUZZ_SECONDS)
+	cd sensor-firmware/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run frame corpus/frame -- -max_total_time=$(FUZZ_SECONDS)
