@@ -1050,9 +1050,8 @@ impl Runner {
                 continue;
             }
             self.last_downlink_id = row.id;
-            let dev_eui = match row.dev_eui.parse::<crate::registry::Eui64>() {
-                Ok(e) => proto::Eui64(e.0),
-                Err(_) => continue,
+            let Ok(dev_eui) = row.dev_eui.parse::<proto::Eui64>() else {
+                continue;
             };
             let item = proto::QueuedDownlink {
                 id: row.id,

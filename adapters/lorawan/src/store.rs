@@ -133,7 +133,7 @@ impl SessionDb {
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let eui: String = row.get(0).map_err(|e| self.err(e))?;
             let decoded = (|| -> Result<(Eui64, Session), String> {
-                let dev_eui: registry::Eui64 = eui.parse().map_err(|_| "dev_eui")?;
+                let dev_eui: Eui64 = eui.parse().map_err(|_| "dev_eui")?;
                 let g = |e: rusqlite::Error| e.to_string();
                 let nonces: Vec<u8> = row.get(10).map_err(g)?;
                 if !nonces.len().is_multiple_of(2) {
@@ -159,7 +159,7 @@ impl SessionDb {
                         Some(m) => Some(m.try_into().map_err(|_| "last_uplink_mic")?),
                     },
                 };
-                Ok((Eui64(dev_eui.0), session))
+                Ok((dev_eui, session))
             })();
             match decoded {
                 Ok((k, s)) => {
@@ -233,11 +233,12 @@ impl SessionDb {
     }
 }
 
-/// A registry device in the server's types.
+/// A registry device in the server's types (the identifiers are the same
+/// types; keys are copied out of their zeroed-on-drop wrapper).
 pub fn record_from_spec(spec: &DeviceSpec) -> DeviceRecord {
     let activation = match &spec.activation {
         registry::Activation::Otaa { join_eui, app_key } => Activation::Otaa {
-            join_eui: Eui64(join_eui.0),
+            join_eui: *join_eui,
             app_key: AesKey(app_key.0),
         },
         registry::Activation::Abp {
@@ -245,13 +246,13 @@ pub fn record_from_spec(spec: &DeviceSpec) -> DeviceRecord {
             nwk_s_key,
             app_s_key,
         } => Activation::Abp {
-            dev_addr: DevAddr(dev_addr.0),
+            dev_addr: *dev_addr,
             nwk_s_key: AesKey(nwk_s_key.0),
             app_s_key: AesKey(app_s_key.0),
         },
     };
     DeviceRecord {
-        dev_eui: Eui64(spec.dev_eui.0),
+        dev_eui: spec.dev_eui,
         profile: spec.profile.clone(),
         activation,
         session: None,

@@ -115,5 +115,5 @@ pub use server::{
     MemoryStore, NetworkServer, Reading, Reject, RxWindow, ServerConfig, TxSlot, CAYENNE_PROFILE,
 };
 pub use session::{fcnt32, FcntError, Session, MAX_FCNT_GAP};
-pub use types::{Activation, AesKey, DevAddr, Eui64};
+pub use types::{decode_hex_into, Activation, AesKey, DevAddr, Eui64, ParseHexError};
 pub use uplink::{classify, process_data_uplink, Frame, Uplink, UplinkError};
