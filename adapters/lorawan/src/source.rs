@@ -105,10 +105,6 @@ pub const MAX_HELD: usize = 8192;
 const MAX_PENDING_TX: usize = 1024;
 /// How long a downlink waits for its TX_ACK before it is forgotten.
 const PENDING_TX_TTL: Duration = Duration::from_secs(30);
-/// Uplinks whose forwarder list is kept, at most.
-const MAX_HEARD: usize = 4096;
-/// How long the forwarder list of an uplink is kept.
-const HEARD_TTL: Duration = Duration::from_secs(5);
 /// Unknown DevAddrs / DevEUIs logged once each, at most this many.
 const MAX_LOGGED_UNKNOWN: usize = 1024;
 /// Housekeeping period.
@@ -431,8 +427,6 @@ struct Runner {
     forwarders: Forwarders,
     pending_tx: HashMap<u16, PendingTx>,
     next_token: u16,
-    /// (DevAddr, FCnt 16 bits) → when first heard, forwarders.
-    heard: HashMap<(u32, u16), (Instant, Vec<Eui>)>,
     logged_unknown: HashSet<String>,
     dirty: HashMap<proto::Eui64, Session>,
     /// Queued downlinks that left the queue, to delete with the next write.
@@ -492,7 +486,6 @@ impl BoundLoraSource {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos() as u16)
                 .unwrap_or(1),
-            heard: HashMap::new(),
             logged_unknown: HashSet::new(),
             dirty: HashMap::new(),
             done_downlinks: Vec::new(),
@@ -677,7 +670,6 @@ impl Runner {
             // The host clock; the gateway's GPS `time` is not parsed.
             time: SystemTime::now().duration_since(UNIX_EPOCH).ok(),
         };
-        self.note_heard(&rx.data, gateway);
         let now_ms = self.now_ms();
         self.handle(Event::Uplink {
             now_ms,
@@ -685,26 +677,6 @@ impl Runner {
             phy: rx.data,
         })
         .await;
-    }
-
-    /// Remembers which forwarders heard a data uplink (for the reading's
-    /// `forwarders`); bounded.
-    fn note_heard(&mut self, phy: &[u8], gateway: Eui) {
-        let Some(key) = data_up_key(phy) else {
-            return;
-        };
-        let now = Instant::now();
-        if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&key) {
-            self.heard
-                .retain(|_, (t, _)| now.saturating_duration_since(*t) < HEARD_TTL);
-            if self.heard.len() >= MAX_HEARD {
-                return;
-            }
-        }
-        let (_, gws) = self.heard.entry(key).or_insert_with(|| (now, Vec::new()));
-        if !gws.contains(&gateway) && gws.len() < 64 {
-            gws.push(gateway);
-        }
     }
 
     async fn tx_ack(&mut self, token: Token, gateway: Eui, error: Option<TxAckStatus>) {
@@ -878,13 +850,7 @@ impl Runner {
     /// The gatewayd reading of a LoRaWAN one (`None`, logged, if it
     /// cannot be converted).
     fn reading(&mut self, r: proto::Reading) -> Option<Reading> {
-        let key = (r.dev_addr.0, r.fcnt as u16);
-        let forwarders = self
-            .heard
-            .remove(&key)
-            .map(|(_, g)| g)
-            .unwrap_or_else(|| vec![Eui(r.rx.gateway.0)]);
-        match to_reading(&r, &forwarders) {
+        match to_reading(&r) {
             Ok(reading) => Some(reading),
             Err(e) => {
                 tracing::warn!(dev_eui = %r.dev_eui, error = %e, "LoRaWAN reading not convertible");
@@ -1141,8 +1107,6 @@ impl Runner {
         self.ctx.status.publish(self.status(now));
         self.pending_tx
             .retain(|_, p| now.saturating_duration_since(p.sent) < PENDING_TX_TTL);
-        self.heard
-            .retain(|_, (t, _)| now.saturating_duration_since(*t) < HEARD_TTL);
         if self.reload.is_some() {
             return;
         }
@@ -1212,22 +1176,8 @@ impl Runner {
     }
 }
 
-/// `(DevAddr, FCnt)` of a data uplink PHYPayload.
-fn data_up_key(phy: &[u8]) -> Option<(u32, u16)> {
-    let mtype = phy.first()? >> 5;
-    if !matches!(mtype, 0b010 | 0b100) || phy.len() < 12 {
-        return None;
-    }
-    let addr = u32::from_le_bytes(phy.get(1..5)?.try_into().ok()?);
-    let fcnt = u16::from_le_bytes(phy.get(6..8)?.try_into().ok()?);
-    Some((addr, fcnt))
-}
-
 /// The reading of an application payload.
-pub fn to_reading(
-    r: &proto::Reading,
-    forwarders: &[Eui],
-) -> Result<Reading, gatewayd_model::IdError> {
+pub fn to_reading(r: &proto::Reading) -> Result<Reading, gatewayd_model::IdError> {
     let device = DeviceId::new(Transport::Lora, &r.dev_eui.to_string())?;
     let time_ms =
         r.rx.time
@@ -1262,7 +1212,7 @@ pub fn to_reading(
     }
     extra.insert(
         "forwarders".into(),
-        forwarders
+        r.gateways
             .iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()

@@ -246,8 +246,9 @@ pub struct Reading {
     pub confirmed: bool,
     /// The best reception.
     pub rx: RxInfo,
-    /// How many gateways heard it.
-    pub gateways: usize,
+    /// Every forwarder (gateway) that heard it, one entry each, in the
+    /// order their copies arrived.
+    pub gateways: Vec<Eui64>,
 }
 
 /// Which class A receive window.
@@ -878,7 +879,7 @@ impl NetworkServer {
                         decoded,
                         confirmed: up.confirmed,
                         rx: best.clone(),
-                        gateways: window.receptions.len(),
+                        gateways: window.receptions.iter().map(|r| r.gateway).collect(),
                     }));
                 }
                 Some(fport @ 224..=255) => out.push(Action::Rejected {

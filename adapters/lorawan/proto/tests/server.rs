@@ -198,7 +198,7 @@ fn abp_uplink_heard_by_three_gateways_gives_one_cayenne_reading_with_the_best_re
         (ABP_EUI, DevAddr(ABP_ADDR), 0, 1)
     );
     assert_eq!(r.payload, CAYENNE);
-    assert_eq!(r.gateways, 3);
+    assert_eq!(r.gateways.len(), 3);
     assert_eq!(r.rx.gateway, Eui64::from(3), "highest SNR");
     match &r.decoded {
         Decoded::Cayenne(m) => {
