@@ -1,5 +1,6 @@
-//! The LoRaWAN device registry: identifiers, validation of `AddDevice`
-//! requests, and the SQLite store. See the crate documentation for what is
+//! The LoRaWAN device registry: keys (zeroed on drop), validation of
+//! `AddDevice` requests, and the SQLite store. The identifiers ([`Eui64`],
+//! [`DevAddr`]) are the protocol crate's, re-exported. See the crate documentation for what is
 //! stored where and how keys are protected.
 
 use std::collections::BTreeMap;
