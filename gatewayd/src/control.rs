@@ -37,6 +37,8 @@ pub struct SourceEntry {
     pub state: watch::Receiver<SourceState>,
     /// What the source last published about itself (`null`: nothing).
     pub status: watch::Receiver<serde_json::Value>,
+    /// Sends control-plane commands to it (D-Bus `SourceCommand`).
+    pub commands: gatewayd_core::CommandSender,
 }
 
 /// `(state, detail)` as D-Bus shows a source.

@@ -19,7 +19,8 @@ use anyhow::Context;
 use gatewayd_adapter_lorawan::LoraRegistry;
 use gatewayd_buffer::{BufferConfig, SqliteStore};
 use gatewayd_core::{
-    ingest_channel, HealthHandle, Ingest, ReadingSink, SourceContext, SourceState, StatusHandle,
+    command_channel, ingest_channel, CommandSender, HealthHandle, Ingest, ReadingSink,
+    SourceContext, SourceState, StatusHandle,
 };
 use gatewayd_devices::DeviceRegistry;
 use gatewayd_edge::{DeployDir, EdgeRuntime};
@@ -66,12 +67,17 @@ struct Running {
     abort: AbortHandle,
     state: watch::Receiver<SourceState>,
     status: watch::Receiver<serde_json::Value>,
+    commands: CommandSender,
 }
+
+/// Commands queued per source before callers get `Busy`.
+const COMMAND_QUEUE: usize = 8;
 
 impl Sources {
     fn start(&mut self, name: &str, table: &toml::Table) -> anyhow::Result<()> {
         let (health, state) = HealthHandle::new();
         let (status_handle, status) = StatusHandle::new();
+        let (commands, inbox) = command_channel(COMMAND_QUEUE);
         let stop = self.stop.child_token();
         let ctx = SourceContext {
             name: name.to_owned(),
@@ -79,6 +85,7 @@ impl Sources {
             shutdown: stop.clone(),
             health,
             status: status_handle,
+            commands: inbox,
         };
         let abort = sources::spawn(name, table, &self.data_dir, ctx, &mut self.tasks)?;
         let kind = table
@@ -95,6 +102,7 @@ impl Sources {
                 abort,
                 state,
                 status,
+                commands,
             },
         );
         Ok(())
@@ -109,6 +117,7 @@ impl Sources {
                 kind: r.kind.clone(),
                 state: r.state.clone(),
                 status: r.status.clone(),
+                commands: r.commands.clone(),
             })
             .collect();
         self.published.send_replace(list);

@@ -39,6 +39,10 @@ pub const OBJECT_PATH: &str = "/io/gatewayd/Gateway1";
 /// limit is 32 MiB).
 pub const MAX_BUNDLE_BYTES: usize = 32 * 1024 * 1024;
 
+/// How long `SourceCommand` waits for a source (and through it a device)
+/// to answer. Sources time their own device round trips out sooner.
+pub const SOURCE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The errors of docs/dbus.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -52,6 +56,9 @@ pub enum ErrorKind {
     Unavailable,
     LimitExceeded,
     Failed,
+    Timeout,
+    Refused,
+    NotSupported,
     AccessDenied,
 }
 
@@ -68,6 +75,9 @@ impl ErrorKind {
             ErrorKind::Unavailable => "io.gatewayd.Error.Unavailable",
             ErrorKind::LimitExceeded => "io.gatewayd.Error.LimitExceeded",
             ErrorKind::Failed => "io.gatewayd.Error.Failed",
+            ErrorKind::Timeout => "io.gatewayd.Error.Timeout",
+            ErrorKind::Refused => "io.gatewayd.Error.Refused",
+            ErrorKind::NotSupported => "io.gatewayd.Error.NotSupported",
             ErrorKind::AccessDenied => "org.freedesktop.DBus.Error.AccessDenied",
         }
     }
@@ -498,6 +508,49 @@ impl Gateway {
         })?;
         let status = entry.status.borrow().to_string();
         Ok(status)
+    }
+
+    /// Sends a command to a running source and returns its answer. Both are
+    /// JSON; what a source accepts is documented with its adapter (the
+    /// `serial` source: `adapters/serial/README.md`).
+    async fn source_command(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        name: String,
+        request: String,
+    ) -> Result<String> {
+        self.0.authorize(conn, &hdr, "SourceCommand").await?;
+        let request: serde_json::Value = serde_json::from_str(&request)
+            .map_err(|e| Error::new(ErrorKind::InvalidValue, format!("request: not JSON: {e}")))?;
+        let sender = {
+            let sources = self.0.shared.io.sources.borrow();
+            let entry = sources.iter().find(|s| s.name == name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no source {name:?} is running"),
+                )
+            })?;
+            entry.commands.clone()
+        };
+        sender
+            .call(request, SOURCE_COMMAND_TIMEOUT)
+            .await
+            .map(|v| v.to_string())
+            .map_err(|e| {
+                use gatewayd_core::CommandError as C;
+                let kind = match &e {
+                    C::InvalidArgument(_) => ErrorKind::InvalidValue,
+                    C::NotFound(_) => ErrorKind::NotFound,
+                    C::Timeout(_) => ErrorKind::Timeout,
+                    C::Refused(_) => ErrorKind::Refused,
+                    C::Busy => ErrorKind::LimitExceeded,
+                    C::Unsupported => ErrorKind::NotSupported,
+                    C::Closed => ErrorKind::Unavailable,
+                    C::Failed(_) => ErrorKind::Failed,
+                };
+                Error::new(kind, format!("source {name:?}: {e}"))
+            })
     }
 
     async fn get_config(&self, key: String) -> Result<OwnedValue> {

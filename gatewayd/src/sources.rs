@@ -107,7 +107,14 @@ pub fn spawn(
     })
 }
 
-fn run<S: Source>(source: S, ctx: SourceContext, tasks: &mut JoinSet<SourceExit>) -> AbortHandle {
+fn run<S: Source>(
+    source: S,
+    mut ctx: SourceContext,
+    tasks: &mut JoinSet<SourceExit>,
+) -> AbortHandle {
+    if !S::TAKES_COMMANDS {
+        ctx.commands.close();
+    }
     let name = ctx.name.clone();
     let health = ctx.health.clone();
     tasks.spawn(async move {

@@ -575,6 +575,14 @@ fn bad_values_and_unknown_keys_get_clear_errors_and_the_daemon_keeps_running() {
     ctl_fails(b, &["config", "get", "no.such.key"], 5);
     ctl_fails(b, &["apps", "remove", "ghost"], 6);
     ctl_fails(b, &["source", "status", "ghost"], 6);
+    // Commands: to a source that takes none, to no source, not JSON.
+    let e = ctl_fails(b, &["source", "command", "coap", r#"{"command": "x"}"#], 5);
+    assert!(e.contains("takes no commands"), "{e}");
+    ctl_fails(b, &["source", "command", "ghost", "{}"], 6);
+    let e = ctl_fails(b, &["source", "command", "coap", "not json"], 5);
+    assert!(e.contains("not JSON"), "{e}");
+    ctl_fails(b, &["serial", "sensors"], 6); // no serial source runs here
+    ctl_fails(b, &["serial", "interval", "x", "5"], 2); // below 100 ms
     ctl_fails(b, &["lora", "stats"], 6); // no lorawan source runs here
     ctl_fails(
         b,
@@ -654,6 +662,7 @@ fn policy_file_lets_other_users_read_but_not_write() {
         ],
         &["lora", "downlinks", "clear", "0011223344556677"],
         &["buffer", "flush"],
+        &["source", "command", "coap", "{}"],
     ] {
         let out = ctl_as_nobody(&exe, &[], b, args);
         assert_eq!(
@@ -722,6 +731,8 @@ fn daemon_refuses_writes_a_permissive_bus_lets_through() {
             "000102030405060708090A0B0C0D0E0F",
         ],
     );
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let out = ctl_as_nobody(&exe, &[], b, &["source", "command", "coap", "{}"]);
     assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     // Reads still work.
     let out = ctl_as_nobody(&exe, &[], b, &["config", "get", "log.level"]);

@@ -98,6 +98,7 @@ async fn start(config: LoraConfig) -> Harness {
         shutdown: shutdown.clone(),
         health,
         status: status_handle,
+        commands: gatewayd_core::command_channel(1).1,
     };
     let task = tokio::spawn(bound.run(ctx));
     within(health_rx.wait_for(|s| *s == SourceState::Running))

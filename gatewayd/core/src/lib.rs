@@ -10,7 +10,13 @@
 //!   or a confirmed LoRaWAN uplink is answered only after commit;
 //! * a shutdown [`CancellationToken`]: when it fires the source stops taking
 //!   new input, finishes what is in flight and returns;
-//! * a [`HealthHandle`] to publish its state for `/healthz`, D-Bus, logs.
+//! * a [`HealthHandle`] to publish its state for `/healthz`, D-Bus, logs;
+//! * a [`StatusHandle`] to publish a JSON snapshot of its own status;
+//! * a [`CommandInbox`] of requests from the control plane (D-Bus
+//!   `SourceCommand`), for sources that act on devices (serial: set the
+//!   sample interval, reboot…). Sources declare [`Source::TAKES_COMMANDS`];
+//!   for the others the inbox is closed and callers get
+//!   [`CommandError::Unsupported`] at once.
 //!
 //! Sources never talk to the buffer or the uplink directly.
 
@@ -215,8 +221,116 @@ impl StatusHandle {
     }
 }
 
-/// Everything a running source gets from the daemon.
+/// Why a command to a source failed. Each maps to one D-Bus error name
+/// (docs/dbus.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The request is malformed or an argument is out of range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request names a device (or other thing) the source doesn't know.
+    #[error("{0}")]
+    NotFound(String),
+    /// The device did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The device answered and refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The source's command queue is full: try again.
+    #[error("the source has too many commands in progress")]
+    Busy,
+    /// This kind of source takes no commands.
+    #[error("this source takes no commands")]
+    Unsupported,
+    /// The source stopped before answering.
+    #[error("the source is not running")]
+    Closed,
+    /// Anything else (an I/O error writing to the device…).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a command returns: a JSON value the source defines.
+pub type CommandResult = Result<serde_json::Value, CommandError>;
+
+/// One request from the control plane, with its reply slot.
+#[derive(Debug)]
+pub struct SourceCommand {
+    /// The source-defined request (for `serial`: `{"command": "reboot",
+    /// "device": "…"}`, see the adapter's README).
+    pub request: serde_json::Value,
+    reply: oneshot::Sender<CommandResult>,
+}
+
+impl SourceCommand {
+    /// Answers the caller. A caller that gave up (timed out) is ignored.
+    pub fn reply(self, result: CommandResult) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The daemon's side: sends commands to one source.
 #[derive(Debug, Clone)]
+pub struct CommandSender(mpsc::Sender<SourceCommand>);
+
+impl CommandSender {
+    /// Sends `request` and waits for the answer, at most `timeout`
+    /// (then [`CommandError::Timeout`]). Never waits for queue space: a
+    /// full queue is [`CommandError::Busy`].
+    pub async fn call(
+        &self,
+        request: serde_json::Value,
+        timeout: std::time::Duration,
+    ) -> CommandResult {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .try_send(SourceCommand { request, reply: tx })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CommandError::Busy,
+                // Closed before the source ran, or by `close()` for a
+                // source that takes no commands.
+                mpsc::error::TrySendError::Closed(_) => CommandError::Unsupported,
+            })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CommandError::Closed),
+            Err(_) => Err(CommandError::Timeout(format!(
+                "no answer from the source within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// The source's side: a bounded queue of [`SourceCommand`]s.
+#[derive(Debug)]
+pub struct CommandInbox(mpsc::Receiver<SourceCommand>);
+
+impl CommandInbox {
+    /// The next command; `None` once the daemon dropped its sender.
+    pub async fn recv(&mut self) -> Option<SourceCommand> {
+        self.0.recv().await
+    }
+
+    /// Refuses further commands (callers get [`CommandError::Unsupported`]);
+    /// commands already queued are answered the same way.
+    pub fn close(&mut self) {
+        self.0.close();
+        while let Ok(cmd) = self.0.try_recv() {
+            cmd.reply(Err(CommandError::Unsupported));
+        }
+    }
+}
+
+/// A command channel holding at most `capacity` unanswered requests.
+pub fn command_channel(capacity: usize) -> (CommandSender, CommandInbox) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (CommandSender(tx), CommandInbox(rx))
+}
+
+/// Everything a running source gets from the daemon.
+#[derive(Debug)]
 pub struct SourceContext {
     /// The instance name from the config (e.g. `coap`).
     pub name: String,
@@ -224,6 +338,9 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     pub health: HealthHandle,
     pub status: StatusHandle,
+    /// Requests from the control plane (only read by sources with
+    /// [`Source::TAKES_COMMANDS`]).
+    pub commands: CommandInbox,
 }
 
 /// Errors building a source from its config.
@@ -261,6 +378,9 @@ pub trait Source: Sized + Send + 'static {
     /// Serialisable so the effective configuration (defaults included) can
     /// be shown (`gatewayctl config get sources.<name>`).
     type Config: DeserializeOwned + Serialize + Default + Send;
+    /// Whether [`SourceContext::commands`] is read. When `false` the daemon
+    /// closes the inbox, so a command fails at once as unsupported.
+    const TAKES_COMMANDS: bool = false;
 
     /// Validates the config and builds the source. `key` is the dotted path
     /// of its section, for error messages. Binds no sockets yet.
@@ -309,6 +429,64 @@ mod tests {
         let ticket = sink.submit(vec![reading()]).await.unwrap();
         drop(rx.recv().await.unwrap());
         assert_eq!(ticket.committed().await, Err(CommitError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_the_sources_answer() {
+        let (tx, mut inbox) = command_channel(2);
+        tokio::spawn(async move {
+            while let Some(cmd) = inbox.recv().await {
+                let echo = cmd.request.clone();
+                cmd.reply(Ok(echo));
+            }
+        });
+        let v = tx
+            .call(
+                serde_json::json!({"x": 1}),
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(v["x"], 1);
+    }
+
+    #[tokio::test]
+    async fn commands_to_a_closed_inbox_are_unsupported_and_a_silent_source_times_out() {
+        let (tx, mut inbox) = command_channel(1);
+        let short = std::time::Duration::from_millis(20);
+        let first = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.call(serde_json::Value::Null, short).await }
+        });
+        assert_eq!(
+            first.await.unwrap().unwrap_err(),
+            CommandError::Timeout("no answer from the source within 20 ms".into())
+        );
+        // The queue (capacity 1) still holds the first: the next is refused.
+        assert_eq!(
+            tx.call(serde_json::Value::Null, short).await.unwrap_err(),
+            CommandError::Busy
+        );
+        inbox.close();
+        assert_eq!(
+            tx.call(serde_json::Value::Null, short).await.unwrap_err(),
+            CommandError::Unsupported
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_that_stops_without_answering_is_reported_closed() {
+        let (tx, mut inbox) = command_channel(1);
+        tokio::spawn(async move {
+            let cmd = inbox.recv().await.unwrap();
+            drop(cmd);
+        });
+        assert_eq!(
+            tx.call(serde_json::Value::Null, std::time::Duration::from_secs(5))
+                .await
+                .unwrap_err(),
+            CommandError::Closed
+        );
     }
 
     #[tokio::test]

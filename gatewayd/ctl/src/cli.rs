@@ -25,12 +25,16 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
     ),
     (
         5,
-        "invalid input: unknown key, invalid value, refused app bundle, LoRaWAN device already exists, no config file to persist to, or an unreadable/too large local file",
+        "invalid input: unknown key, invalid value, refused app bundle, LoRaWAN device already exists, no config file to persist to, a command to a source that takes none, or an unreadable/too large local file",
     ),
-    (6, "not found: no such app, LoRaWAN device or source"),
+    (6, "not found: no such app, LoRaWAN device, serial sensor or source"),
     (
         7,
         "incomplete: `buffer flush` timed out with readings still unacknowledged",
+    ),
+    (
+        8,
+        "a device refused a command (io.gatewayd.Error.Refused) or did not answer it (io.gatewayd.Error.Timeout)",
     ),
 ];
 
@@ -149,7 +153,11 @@ pub enum Command {
     #[command(subcommand)]
     Lora(LoraCommand),
 
-    /// Inspect a running source (sources.<name>).
+    /// Serial sensors (gatewayd's Cortex-M firmware): list them, send them commands.
+    #[command(subcommand)]
+    Serial(SerialCommand),
+
+    /// Inspect a running source (sources.<name>), send it a command.
     #[command(subcommand)]
     Source(SourceCommand),
 
@@ -271,6 +279,70 @@ pub enum SourceCommand {
     Status {
         /// The source's name (the `<name>` of `[sources.<name>]`).
         name: String,
+    },
+    /// Send a JSON command to a source and print its JSON answer.
+    #[command(
+        long_about = "Send a command to a source (D-Bus SourceCommand) and print its answer. \
+REQUEST is a JSON object whose form the adapter defines, e.g. for a serial source \
+'{\"command\": \"reboot\", \"device\": \"lm3s6965-0001\"}' (see adapters/serial/README.md). \
+Sources that take no commands answer io.gatewayd.Error.NotSupported (exit 5)."
+    )]
+    Command {
+        /// The source's name.
+        name: String,
+        /// The request, a JSON object.
+        request: String,
+    },
+}
+
+/// Which serial source (`--source`), shared by the `serial` subcommands.
+#[derive(Debug, Args)]
+pub struct SerialSourceArg {
+    /// The serial source (default: the only one running).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SerialCommand {
+    /// The ports of a serial source and the sensor on each: firmware, last seen, uptime, reset reason, sample interval, errors.
+    Sensors {
+        #[command(flatten)]
+        source: SerialSourceArg,
+    },
+    /// Set a sensor's sample interval (100 ms to 1 h); waits for the sensor's acknowledgement.
+    Interval {
+        /// The sensor: its id (e.g. `lm3s6965-0001` or `serial:lm3s6965-0001`) or its port's name.
+        device: String,
+        /// The new interval in milliseconds.
+        #[arg(value_parser = clap::value_parser!(u32).range(100..=3_600_000))]
+        ms: u32,
+        #[command(flatten)]
+        source: SerialSourceArg,
+    },
+    /// Make a sensor noticeable (blink its LED) for a while.
+    Identify {
+        /// The sensor: its id or its port's name.
+        device: String,
+        /// How long, 1..=60 s.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=60))]
+        seconds: u8,
+        #[command(flatten)]
+        source: SerialSourceArg,
+    },
+    /// Restart a sensor (it acknowledges first, then resets and introduces itself again).
+    Reboot {
+        /// The sensor: its id or its port's name.
+        device: String,
+        #[command(flatten)]
+        source: SerialSourceArg,
+    },
+    /// Ask a sensor for its diagnostics now (they arrive as a reading).
+    Diagnostics {
+        /// The sensor: its id or its port's name.
+        device: String,
+        #[command(flatten)]
+        source: SerialSourceArg,
     },
 }
 

@@ -267,6 +267,16 @@ impl Client {
         decode(&reply, "SourceStatus")
     }
 
+    /// `SourceCommand(name, request)`: the source's JSON answer. Waits at
+    /// least 35 s: gatewayd gives a source 30 s to answer.
+    pub async fn source_command(&self, name: &str, request: &str) -> Result<String, CtlError> {
+        let timeout = self.timeout.max(std::time::Duration::from_secs(35));
+        let reply = self
+            .call_with_timeout(IFACE, "SourceCommand", &(name, request), timeout)
+            .await?;
+        decode(&reply, "SourceCommand")
+    }
+
     /// `org.freedesktop.DBus.NameHasOwner("io.gatewayd.Gateway1")`.
     pub async fn gatewayd_on_bus(&self) -> Result<bool, CtlError> {
         with_timeout("NameHasOwner", self.timeout, async {

@@ -17,6 +17,7 @@ pub enum Exit {
     InvalidInput = 5,
     NotFound = 6,
     Incomplete = 7,
+    DeviceRefused = 8,
 }
 
 impl From<Exit> for ExitCode {
@@ -147,6 +148,8 @@ pub fn exit_for_error_name(name: &str) -> Exit {
                 "UnknownKey" | "InvalidValue" | "AppRefused" | "AlreadyExists" | "NotPersistent",
             ) => Exit::InvalidInput,
             Some("NotFound") => Exit::NotFound,
+            Some("NotSupported") => Exit::InvalidInput,
+            Some("Refused" | "Timeout") => Exit::DeviceRefused,
             _ => Exit::Other,
         },
     }
@@ -258,6 +261,7 @@ mod tests {
             "AppRefused",
             "AlreadyExists",
             "NotPersistent",
+            "NotSupported",
         ] {
             let name = format!("io.gatewayd.Error.{short}");
             assert_eq!(
@@ -290,6 +294,17 @@ mod tests {
             Exit::Incomplete
         );
         assert_eq!(exit_for(&anyhow::anyhow!("whatever")), Exit::Other);
+    }
+
+    #[test]
+    fn a_device_refusing_or_not_answering_maps_to_exit_8() {
+        for name in ["io.gatewayd.Error.Refused", "io.gatewayd.Error.Timeout"] {
+            assert_eq!(
+                exit_of(method_error(name, "x")),
+                Exit::DeviceRefused,
+                "{name}"
+            );
+        }
     }
 
     #[test]

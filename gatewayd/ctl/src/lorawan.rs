@@ -1,65 +1,18 @@
-//! `gatewayctl lora downlinks|forwarders|stats` and `gatewayctl source status`.
+//! `gatewayctl lora downlinks|forwarders|stats`.
 
 use anyhow::Context as _;
 use serde_json::{json, Map, Value as Json};
 
 use crate::cli::{LoraDownlinksCommand, LoraSendArgs};
 use crate::client::Client;
-use crate::convert::dict_to_json;
 use crate::error::{CtlError, Exit};
 use crate::output::{self, age_cell, cell, now_ms, Table};
+use crate::sources::{source_of_kind, status_of};
 use crate::{sorted_records, Stdout};
-
-/// `source status NAME`: the JSON the source publishes, pretty-printed
-/// (the same with and without --json).
-pub async fn source_status(client: &Client, name: &str, out: &mut Stdout) -> anyhow::Result<Exit> {
-    let status = status_of(client, name).await?;
-    out.json_pretty(&status)?;
-    Ok(Exit::Ok)
-}
-
-async fn status_of(client: &Client, name: &str) -> anyhow::Result<Json> {
-    let text = client
-        .source_status(name)
-        .await
-        .with_context(|| format!("reading the status of source {name}"))?;
-    serde_json::from_str(&text).with_context(|| format!("source {name}: status is not JSON"))
-}
-
-/// The lorawan source to read: `--source`, else the only one running.
-async fn lorawan_source(client: &Client, wanted: Option<String>) -> anyhow::Result<String> {
-    if let Some(name) = wanted {
-        return Ok(name);
-    }
-    let props = client
-        .properties()
-        .await
-        .context("reading gatewayd's adapters")?;
-    let props = dict_to_json(&props);
-    let names: Vec<String> = props
-        .get("Adapters")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| {
-            let a = a.as_array()?;
-            (a.get(1)?.as_str()? == "lorawan").then(|| a.first()?.as_str().map(str::to_owned))?
-        })
-        .collect();
-    match names.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(CtlError::NotFound("no lorawan source is running".into()).into()),
-        many => Err(CtlError::Input(format!(
-            "several lorawan sources run ({}): choose one with --source",
-            many.join(", ")
-        ))
-        .into()),
-    }
-}
 
 /// The lorawan source's name and status.
 async fn lorawan_status(client: &Client, source: Option<String>) -> anyhow::Result<(String, Json)> {
-    let name = lorawan_source(client, source).await?;
+    let name = source_of_kind(client, "lorawan", source).await?;
     let status = status_of(client, &name).await?;
     Ok((name, status))
 }

@@ -8,6 +8,8 @@ mod error;
 mod input;
 mod lorawan;
 mod output;
+mod serial;
+mod sources;
 mod watch;
 
 use std::collections::HashMap;
@@ -105,8 +107,14 @@ async fn run_bus_command(cli: Cli, out: &mut Stdout) -> anyhow::Result<Exit> {
             lorawan::stats(&client, source, json_output, out).await
         }
         Command::Source(SourceCommand::Status { name }) => {
-            lorawan::source_status(&client, &name, out).await
+            sources::source_status(&client, &name, out).await
         }
+        Command::Source(SourceCommand::Command { name, request }) => {
+            // Checked by prepare() before connecting.
+            let request = sources::parse_request(&request)?;
+            sources::source_command(&client, &name, &request, out).await
+        }
+        Command::Serial(cmd) => serial::serial(&client, cmd, json_output, out).await,
         Command::Buffer(BufferCommand::Flush { timeout: secs }) => {
             flush(&client, secs, json_output, out).await
         }
@@ -142,6 +150,10 @@ fn prepare(command: &Command) -> anyhow::Result<Prepared> {
         }) => {
             // A bad payload fails before connecting.
             lorawan::payload_of(args)?;
+            Prepared::None
+        }
+        Command::Source(SourceCommand::Command { request, .. }) => {
+            sources::parse_request(request)?;
             Prepared::None
         }
         _ => Prepared::None,

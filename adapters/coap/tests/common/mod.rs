@@ -55,6 +55,7 @@ pub async fn start_with_queue(config: CoapConfig, queue: usize) -> Harness {
         shutdown: shutdown.clone(),
         health,
         status: gatewayd_core::StatusHandle::new().0,
+        commands: gatewayd_core::command_channel(1).1,
     };
     let task = tokio::spawn(bound.run(ctx));
     let mut h = Harness {
