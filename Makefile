@@ -3,8 +3,9 @@
 #   make deps    install what is missing (apt; needs root or sudo)
 #   make build   build every binary of the workspace (dev profile)
 #   make guests  build the example edge apps (wasm components) from source
+#   make firmware build the Cortex-M sensor firmware (both boards) and print its size
 #   make test    deps, fmt check, clippy -D warnings, build, all tests
-#   make run     demo: cloud-bridge + gatewayd + simulated CoAP sensors
+#   make run     demo: cloud-bridge + gatewayd + simulated CoAP, LoRaWAN and serial (QEMU) sensors
 #   make bench   criterion benchmarks + load harness (release)
 #   make fuzz    run the fuzz targets (CoAP/SenML, edge-app bundles, Semtech UDP, LoRaWAN PHYPayload, serial frames; FUZZ_SECONDS each)
 #
@@ -15,10 +16,10 @@ CARGO ?= cargo
 export CARGO
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build guests test run bench fuzz
+.PHONY: help deps build guests firmware test run bench fuzz
 
 help:
-	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps:
 	@bash .ci/deps.sh
@@ -28,6 +29,9 @@ build:
 
 guests:
 	@bash edge-apps/build-guests.sh
+
+firmware:
+	@bash sensor-firmware/build.sh
 
 test: deps
 	@bash .ci/test.sh

@@ -29,6 +29,9 @@ PACKAGES=(
     cargo-web
     rust-web-src
     lld-22
+    # The sensor firmware (sensor-firmware/app) runs in an emulated
+    # Cortex-M3 (lm3s6965evb) for the serial end-to-end tests and `make run`.
+    qemu-system-arm
 )
 
 say() { printf 'deps: %s\n' "$*" >&2; }
