@@ -24,6 +24,11 @@
 # the lora-codec edge app. Their frame counters start over at each run, so
 # the demo's LoRaWAN sessions (.run/gatewayd/lorawan.db) are reset too.
 #
+# Serial: the sensor firmware (sensor-firmware/app, board qemu-lm3s6965) is
+# built and runs in qemu-system-arm (sensor-firmware/run-qemu.sh) with its
+# UART on a pseudo-terminal, linked as .run/ttySENSOR0; gatewayd's serial
+# source (port "bench-0") reads it like a USB serial adapter.
+#
 # Knobs (environment): DEMO_SENSORS (default 5), DEMO_SECONDS (stop that
 # many seconds after the demo is up; default: run until Ctrl-C), DEMO_EDGE_WAIT
 # (seconds to wait for the edge-app output to reach the cloud, default 120).
@@ -95,6 +100,10 @@ pack_app vibration-anomaly "$COMPONENTS/vibration-anomaly.manifest.toml" --model
 pack_app lora-codec "$COMPONENTS/lora-codec.manifest.toml"
 EDGE_APPS=(threshold-alert downsample vibration-anomaly lora-codec)
 
+say "==> building the sensor firmware (sensor-firmware/build.sh, log: .run/firmware.log)"
+bash sensor-firmware/build.sh --board qemu-lm3s6965 >.run/firmware.log 2>&1 \
+    || { tail -n 30 .run/firmware.log >&2; die "building the firmware failed; full log: .run/firmware.log"; }
+
 mkdir -p .run/cloud-bridge .run/gatewayd
 # The simulated LoRaWAN devices count their frames from 0 again.
 rm -f .run/gatewayd/lorawan.db .run/gatewayd/lorawan.db-wal .run/gatewayd/lorawan.db-shm
@@ -124,6 +133,23 @@ for ((i = 0; i < 100; i++)); do [ -S .run/bus ] && break; sleep 0.1; done
 [ -S .run/bus ] || die "dbus-daemon did not start: see .run/dbus.log"
 export GATEWAYCTL_BUS="$BUS"
 CTL="$BIN/gatewayctl"
+
+say "==> starting the sensor firmware in QEMU (lm3s6965evb; log: .run/qemu.log)"
+command -v qemu-system-arm >/dev/null || die "qemu-system-arm not found: run \`make deps\`"
+: >.run/qemu.log
+bash sensor-firmware/run-qemu.sh --serial pty >>.run/qemu.log 2>&1 </dev/null &
+qemu_pid=$!
+pids+=("$qemu_pid")
+pty=""
+for ((i = 0; i < 300; i++)); do
+    pty=$(sed -n 's/^char device redirected to \(\/dev\/pts\/[0-9]*\).*/\1/p' .run/qemu.log | head -n 1)
+    [ -n "$pty" ] && break
+    kill -0 "$qemu_pid" 2>/dev/null || { cat .run/qemu.log >&2; die "qemu-system-arm exited"; }
+    sleep 0.1
+done
+[ -n "$pty" ] || die "qemu-system-arm printed no pseudo-terminal: see .run/qemu.log"
+ln -sfn "$pty" .run/ttySENSOR0
+say "    firmware UART on $pty (.run/ttySENSOR0)"
 
 say "==> starting cloud-bridge (log: .run/cloud-bridge.log)"
 "$BIN/cloud-bridge" --config "$CB_CONFIG" >>.run/cloud-bridge.log 2>&1 </dev/null &
@@ -228,6 +254,8 @@ show "LoRaWAN: an uplink of lora:70B3D57E00000000 (Cayenne LPP, decoded by gatew
     lora:70B3D57E00000000 temperature_1
 show "LoRaWAN + lora-codec: lora:70B3D57E00000002 (profile lora-codec, decoded by the edge app)" \
     lora:70B3D57E00000002 temperature
+show "Serial: a reading of serial:lm3s6965-0001 (our firmware in QEMU, over a pty)" \
+    serial:lm3s6965-0001 temperature
 say ""
 if [ "$edge_ok" = 1 ]; then
     say "==> edge apps: all output seen in the cloud"
@@ -241,6 +269,9 @@ say "$("$CTL" status 2>&1 || true)"
 say ""
 say "\$ gatewayctl devices"
 say "$("$CTL" devices 2>&1 || true)"
+say ""
+say "\$ gatewayctl serial sensors"
+say "$("$CTL" serial sensors 2>&1 || true)"
 say ""
 say "\$ gatewayctl lora forwarders"
 say "$("$CTL" lora forwarders 2>&1 || true)"
@@ -261,13 +292,16 @@ gatewayd demo is running. Look at:
   LoRaWAN         $CTL lora devices | lora forwarders | lora stats | source status lora
     queue a downlink for the next uplink: $CTL lora downlinks send 70B3D57E00000000 --fport 10 --hex 0102
     (the simulated forwarder answers it with a TX_ACK: .run/lora.log counts them)
+  serial sensor   $CTL serial sensors | serial interval bench-0 250 | serial identify bench-0
+    $CTL serial reboot bench-0 | serial diagnostics bench-0 | source status wired
+    readings: curl -s 'localhost:$HTTP_PORT/api/v1/devices/serial:lm3s6965-0001/readings?limit=5'
   edge apps        $CTL apps list   (also: deploy BUNDLE, upgrade BUNDLE, remove NAME)
     alerts:        curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:boiler-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "alert"))'
     anomaly scores: curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:pump-1/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "anomaly_score")) | [.time, .measurements[0].value]'
     aggregates:    curl -s 'localhost:$HTTP_PORT/api/v1/devices/coap:sim-0/readings?since=$fleet_start_us&limit=5000' | jq -c '.readings[] | select(any(.measurements[]; .name == "temperature_mean"))'
   post your own reading (libcoap):
     coap-client -m post -t 110 -e '[{"bn":"my-sensor/","n":"temperature","u":"Cel","v":22.5}]' coap://$COAP/telemetry
-  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log  .run/lora.log  .run/dbus.log
+  logs            .run/cloud-bridge.log  .run/gatewayd.log  .run/fleet.log  .run/lora.log  .run/qemu.log  .run/dbus.log
   state           .run/cloud-bridge/ (SQLite)  .run/gatewayd/ (buffer, apps/)  .run/edge/ (demo key, bundles)
 
 $(if [ -n "$DEMO_SECONDS" ]; then echo "Stopping after ${DEMO_SECONDS}s (DEMO_SECONDS); Ctrl-C stops earlier."; else echo "Ctrl-C stops everything."; fi)

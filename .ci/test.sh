@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-$([ -t 1 ] && echo always || echo never)}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
+# Steps change directory (the firmware workspace): a relative
+# CARGO_TARGET_DIR must not move with them.
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    case "$CARGO_TARGET_DIR" in /*) ;; *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;; esac
+fi
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 target_parent=$(dirname "$target_dir")
 log_dir=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-test.XXXXXX")
@@ -46,14 +51,39 @@ count_tests() {
              END { print p + 0, f + 0, g + 0 }')
 }
 
-step fmt cargo fmt --all -- --check
-step clippy cargo clippy --workspace --all-targets -- -D warnings
+# The sensor firmware (sensor-firmware/app) is its own workspace: its
+# host-testable crates (the application logic, hostcheck) are formatted,
+# linted and tested beside the main workspace; the Cortex-M crate only
+# builds for thumb targets (the firmware step).
+fw_app=sensor-firmware/app
+fmt_all() {
+    cargo fmt --all -- --check
+    (cd "$fw_app" && cargo fmt --all -- --check)
+}
+clippy_all() {
+    cargo clippy --workspace --all-targets -- -D warnings
+    (cd "$fw_app" && cargo clippy --locked --all-targets -- -D warnings)
+}
+# Both test runs go to the end (--no-fail-fast), then the step fails if
+# either did.
+test_all() {
+    local rc=0
+    cargo test --workspace --no-fail-fast || rc=1
+    (cd "$fw_app" && cargo test --locked --no-fail-fast) || rc=1
+    return "$rc"
+}
+
+step fmt fmt_all
+step clippy clippy_all
 step build cargo build --workspace --bins
 # The example and hostile edge apps, compiled from source to wasm components
 # (the runtime, componentize and end-to-end tests load them).
 step guests bash edge-apps/build-guests.sh
+# The sensor firmware for both boards (thumbv7m/thumbv7em, no_std); the
+# serial end-to-end tests run the QEMU board's image.
+step firmware bash sensor-firmware/build.sh
 # --no-fail-fast: report every failing test binary, not just the first.
-step test cargo test --workspace --no-fail-fast
+step test test_all
 
 count_tests
 printf '\nmake test: OK in %ss: %s tests passed, %s ignored (%s); target dir %s\n' \

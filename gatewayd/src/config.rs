@@ -441,6 +441,30 @@ mod tests {
         assert_eq!(effective, defaults);
     }
 
+    /// The commented `[sources.wired]` block of the example, uncommented,
+    /// is the serial adapter's defaults (but for the port's path and name).
+    #[test]
+    fn example_serial_block_is_the_defaults() {
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|l| *l != "# [sources.wired]")
+            .filter(|l| !l.starts_with("# # "))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(block.starts_with("[sources.wired]"), "{block}");
+        let c = Config::parse(&block).unwrap();
+        let effective = crate::sources::check("wired", &c.sources["wired"]).unwrap();
+        let mut defaults = gatewayd_adapter_serial::SerialConfig::default();
+        defaults.ports.push(gatewayd_adapter_serial::PortConfig {
+            path: "/dev/ttyUSB0".into(),
+            name: Some("boiler-room".into()),
+            ..Default::default()
+        });
+        let mut defaults = serde_json::to_value(defaults).unwrap();
+        defaults["kind"] = "serial".into();
+        assert_eq!(effective, defaults);
+    }
+
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();

@@ -8,11 +8,12 @@ use std::path::Path;
 
 use gatewayd_adapter_coap::CoapSource;
 use gatewayd_adapter_lorawan::LoraSource;
+use gatewayd_adapter_serial::SerialSource;
 use gatewayd_core::{Source, SourceContext, SourceError};
 use tokio::task::{AbortHandle, JoinSet};
 
 /// Every `kind` this build supports.
-pub const KINDS: &[&str] = &[CoapSource::KIND, LoraSource::KIND];
+pub const KINDS: &[&str] = &[CoapSource::KIND, LoraSource::KIND, SerialSource::KIND];
 
 /// What a finished source task returns: its name and how it ended.
 pub type SourceExit = (String, Result<(), SourceError>);
@@ -65,6 +66,7 @@ pub fn check(name: &str, table: &toml::Table) -> anyhow::Result<serde_json::Valu
     let mut effective = match kind.as_str() {
         CoapSource::KIND => build::<CoapSource>(&key, table)?.1,
         LoraSource::KIND => build::<LoraSource>(&key, table)?.1,
+        SerialSource::KIND => build::<SerialSource>(&key, table)?.1,
         other => return Err(unknown_kind(&key, other)),
     };
     if let serde_json::Value::Object(m) = &mut effective {
@@ -103,6 +105,7 @@ pub fn spawn(
     Ok(match kind.as_str() {
         CoapSource::KIND => run(build::<CoapSource>(&key, table)?.0, ctx, tasks),
         LoraSource::KIND => run(build::<LoraSource>(&key, table)?.0, ctx, tasks),
+        SerialSource::KIND => run(build::<SerialSource>(&key, table)?.0, ctx, tasks),
         other => return Err(unknown_kind(&key, other)),
     })
 }
