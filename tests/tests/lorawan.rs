@@ -459,5 +459,26 @@ trusted_keys = [{:?}]
             >= 1,
         "{s}"
     );
+
+    // Queued downlinks the operator changes their mind about: cleared.
+    for payload in ["01", "02"] {
+        let args = [
+            "lora",
+            "downlinks",
+            "send",
+            OTAA_EUI,
+            "--fport",
+            "3",
+            "--hex",
+            payload,
+        ];
+        ctl_json(b, &args);
+    }
+    let list = ctl_json(b, &["lora", "downlinks", "list", OTAA_EUI]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let cleared = ctl_json(b, &["lora", "downlinks", "clear", OTAA_EUI]);
+    assert_eq!(cleared["removed"], 2, "{cleared}");
+    let list = ctl_json(b, &["lora", "downlinks", "list", OTAA_EUI]);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
     assert!(child.is_running(), "{}", child.log());
 }

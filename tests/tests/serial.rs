@@ -194,6 +194,14 @@ name = "bench-0"
     assert_eq!(ports[0]["device"]["firmware"], firmware.as_str(), "{ports}");
     let table = ctl_ok(b, &["serial", "sensors"]);
     assert!(table.contains("lm3s6965-0001"), "{table}");
+    // And in the gateway's device list, with its firmware version.
+    let devices = ctl_json(b, &["devices", "list"]);
+    let d = devices
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["id"] == DEVICE))
+        .unwrap_or_else(|| panic!("{DEVICE} in {devices}"));
+    assert_eq!(d["transport"], "serial", "{d}");
+    assert_eq!(d["firmware"], firmware.as_str(), "{d}");
 
     // An interval out of range is refused by gatewayd before the wire,
     // naming the problem.
