@@ -7,7 +7,7 @@
 #   make test    deps, fmt check, clippy -D warnings, build, all tests
 #   make run     demo: cloud-bridge + gatewayd + simulated CoAP, LoRaWAN and serial (QEMU) sensors
 #   make bench   criterion benchmarks + load harness (release)
-#   make fuzz    run the fuzz targets (CoAP/SenML, edge-app bundles, Semtech UDP, LoRaWAN PHYPayload, serial frames; FUZZ_SECONDS each)
+#   make fuzz    run the fuzz targets (CoAP/SenML, edge-app bundles, Semtech UDP, LoRaWAN PHYPayload, serial frames and the serial session; FUZZ_SECONDS each)
 #
 # CARGO_TARGET_DIR is respected throughout.
 
@@ -52,3 +52,4 @@ fuzz:
 	cd adapters/lorawan/semtech/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run datagram corpus/datagram -- -max_total_time=$(FUZZ_SECONDS)
 	cd adapters/lorawan/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run phypayload corpus/phypayload -- -max_total_time=$(FUZZ_SECONDS)
 	cd sensor-firmware/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run frame corpus/frame -- -max_total_time=$(FUZZ_SECONDS)
+	cd adapters/serial/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run session corpus/session -- -max_total_time=$(FUZZ_SECONDS)

@@ -881,6 +881,88 @@ impl Session {
     }
 }
 
+/// The `session` fuzz target's body (`fuzz/fuzz_targets/session.rs`), here
+/// so that `tests/fuzz_corpus.rs` runs the same code on stable.
+///
+/// The input is cut into chunks; the first byte of each chunk picks what
+/// happens besides feeding the rest: time passes (timers run), a command is
+/// submitted, or the port closes and reopens. Checks, after every step,
+/// that every reading handed out has a `serial:` device id, at least one
+/// measurement and only finite values, and that nothing the session holds
+/// grows past its bounds. Returns the number of readings handed out, or
+/// which check failed (a bug; the fuzz target panics on it).
+#[doc(hidden)]
+pub fn fuzz_session(data: &[u8]) -> Result<usize, &'static str> {
+    let cfg = SessionConfig {
+        port: "fuzz".into(),
+        path: "/dev/ttyFUZZ".into(),
+        command_timeout: Duration::from_millis(100),
+        command_retries: 1,
+        max_pending: 4,
+        hello_timeout: Duration::from_millis(50),
+    };
+    let mut now = Instant::now();
+    let wall = Timestamp(1_700_000_000_000_000);
+    let mut s = Session::new(cfg);
+    s.opening();
+    s.opened(now);
+    let mut readings = 0;
+    let mut next_id = 0u64;
+    for chunk in data.chunks(64) {
+        let Some((&op, bytes)) = chunk.split_first() else {
+            continue;
+        };
+        match op % 8 {
+            0 => {
+                now += Duration::from_millis(u64::from(op));
+                s.handle_timeout(now);
+            }
+            1 => {
+                let cmd = match op % 3 {
+                    0 => Command::Reboot,
+                    1 => Command::RequestDiagnostics,
+                    _ => Command::SetSampleInterval {
+                        ms: u32::from(op) * 100,
+                    },
+                };
+                next_id += 1;
+                let _ = s.submit_command(next_id, cmd, now);
+            }
+            2 => {
+                s.closed("fuzz".into());
+                s.opening();
+                s.opened(now);
+            }
+            _ => {}
+        }
+        s.handle_bytes(bytes, now, wall);
+        if s.held() > MAX_HELD || s.pending_commands() > 4 {
+            return Err("a bound was exceeded");
+        }
+        while let Some(out) = s.poll_output() {
+            if let Output::Submit(batch) = out {
+                for r in batch {
+                    readings += 1;
+                    if r.device.transport() != Transport::Serial {
+                        return Err("a reading of another transport");
+                    }
+                    if r.measurements.is_empty() {
+                        return Err("a reading without measurements");
+                    }
+                    let finite = r.measurements.iter().all(|m| match m.value {
+                        Some(Value::Float(f)) => f.is_finite(),
+                        _ => true,
+                    });
+                    if !finite {
+                        return Err("a non-finite value");
+                    }
+                }
+            }
+        }
+    }
+    Ok(readings)
+}
+
 /// A sensor name in the SenML name character set (others become `_`).
 fn sensor_name(s: &str) -> String {
     let mut n: String = s
