@@ -47,3 +47,20 @@ pub fn tail(text: &str, lines: usize) -> String {
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")
 }
+
+/// A directory of build artifacts that a script outside cargo writes under
+/// the target directory (`edge-apps/components`, `firmware`): `$<env_var>`
+/// when set and not empty, else `<target>/<sub>` with `<target>` =
+/// `CARGO_TARGET_DIR` (relative to the workspace root) or
+/// `<workspace>/target`.
+pub fn artifact_dir(env_var: &str, sub: &str) -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os(env_var).filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d);
+    }
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(t) => workspace.join(t), // an absolute `t` replaces `workspace`
+        None => workspace.join("target"),
+    };
+    target.join(sub)
+}

@@ -27,17 +27,7 @@ const DEVICE: &str = "serial:lm3s6965-0001";
 /// The firmware image: `$GATEWAYD_FIRMWARE_DIR` or
 /// `<target>/firmware/qemu-lm3s6965.elf`.
 fn firmware_elf() -> PathBuf {
-    let dir = match std::env::var_os("GATEWAYD_FIRMWARE_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-                Some(t) => workspace.join(t), // an absolute `t` replaces `workspace`
-                None => workspace.join("target"),
-            };
-            target.join("firmware")
-        }
-    };
+    let dir = gatewayd_tests::artifact_dir("GATEWAYD_FIRMWARE_DIR", "firmware");
     let elf = dir.join("qemu-lm3s6965.elf");
     assert!(
         elf.is_file(),

@@ -71,7 +71,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gatewayd_core::{ConfigError, SinkError, Source, SourceContext, SourceError, SourceState};
+use gatewayd_core::{
+    ConfigError, LogRateLimit, SinkError, Source, SourceContext, SourceError, SourceState,
+};
 use gatewayd_lorawan_proto as proto;
 use gatewayd_model::{DeviceId, Measurement, Metadata, Reading, Timestamp, Transport, Value};
 use gatewayd_semtech_udp::{
@@ -380,28 +382,6 @@ struct PendingTx {
     sent: Instant,
 }
 
-/// A log line at most every [`LOG_EVERY`], with the number suppressed.
-#[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since the last line)` if a line may be written.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// A reload's result: the devices with their sessions, the data version
 /// read, and every queued downlink row.
 type Reloaded = Option<(CachedStore, i64, Vec<QueuedRow>)>;
@@ -442,10 +422,10 @@ struct Runner {
     start: Instant,
     ctx: SourceContext,
     health: SourceState,
-    log_malformed: RateLimit,
-    log_dropped: RateLimit,
-    log_downlink: RateLimit,
-    log_save: RateLimit,
+    log_malformed: LogRateLimit,
+    log_dropped: LogRateLimit,
+    log_downlink: LogRateLimit,
+    log_save: LogRateLimit,
 }
 
 async fn join_opt<T>(h: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
@@ -498,10 +478,10 @@ impl BoundLoraSource {
             config: self.config,
             ctx,
             health: SourceState::Running,
-            log_malformed: RateLimit::default(),
-            log_dropped: RateLimit::default(),
-            log_downlink: RateLimit::default(),
-            log_save: RateLimit::default(),
+            log_malformed: LogRateLimit::new(LOG_EVERY),
+            log_dropped: LogRateLimit::new(LOG_EVERY),
+            log_downlink: LogRateLimit::new(LOG_EVERY),
+            log_save: LogRateLimit::new(LOG_EVERY),
         };
         r.load_downlinks(self.downlinks);
         r.ctx.health.set(SourceState::Running);

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use gatewayd_core::{CommandError, CommandResult};
+use gatewayd_core::{CommandError, CommandResult, LogRateLimit};
 use gatewayd_model::{DeviceId, Measurement, Metadata, Reading, Timestamp, Transport, Value};
 use gatewayd_sensor_proto::frame::{FrameDecoder, FrameError, MAX_FRAME, MAX_PAYLOAD};
 use gatewayd_sensor_proto::msg::{
@@ -233,26 +233,6 @@ struct Held {
     body: HeldBody,
 }
 
-#[derive(Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// The state machine of one port (see the module docs).
 pub struct Session {
     cfg: SessionConfig,
@@ -275,9 +255,9 @@ pub struct Session {
     probe_interval: Duration,
     probe_seqs: VecDeque<u16>,
     out: VecDeque<Output>,
-    log_device_error: RateLimit,
-    log_bad_frame: RateLimit,
-    log_dropped: RateLimit,
+    log_device_error: LogRateLimit,
+    log_bad_frame: LogRateLimit,
+    log_dropped: LogRateLimit,
 }
 
 impl std::fmt::Debug for Session {
@@ -310,9 +290,9 @@ impl Session {
             probe_interval,
             probe_seqs: VecDeque::new(),
             out: VecDeque::new(),
-            log_device_error: RateLimit::default(),
-            log_bad_frame: RateLimit::default(),
-            log_dropped: RateLimit::default(),
+            log_device_error: LogRateLimit::new(LOG_EVERY),
+            log_bad_frame: LogRateLimit::new(LOG_EVERY),
+            log_dropped: LogRateLimit::new(LOG_EVERY),
         }
     }
 

@@ -500,3 +500,56 @@ mod tests {
         );
     }
 }
+
+/// Rate limit for a repeated log line of a source (bad frames, drops):
+/// at most one line per period, each telling how many were suppressed
+/// since the previous one. Time is passed in (no clock read here).
+#[derive(Debug, Clone)]
+pub struct LogRateLimit {
+    period: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogRateLimit {
+    /// At most one line every `period`.
+    pub const fn new(period: std::time::Duration) -> Self {
+        LogRateLimit {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` if a line may be
+    /// written at `now`; else counts this one as suppressed.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.period)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod log_rate_limit_tests {
+    use super::LogRateLimit;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_line_per_period_with_the_count_of_the_suppressed() {
+        let mut r = LogRateLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(r.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(25)), Some(1));
+    }
+}

@@ -2,7 +2,7 @@
 //! components built by `bash edge-apps/build-guests.sh`, and a release key
 //! that signs them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gatewayd_artifact::{Algorithm, SigningKey};
@@ -11,17 +11,7 @@ use gatewayd_artifact::{Algorithm, SigningKey};
 
 /// The directory holding `<name>.wasm` + `<name>.manifest.toml`.
 pub fn guest_dir() -> PathBuf {
-    let dir = match std::env::var_os("GATEWAYD_GUEST_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let target = match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-                Some(t) => workspace.join(t), // an absolute `t` replaces `workspace`
-                None => workspace.join("target"),
-            };
-            target.join("edge-apps").join("components")
-        }
-    };
+    let dir = gatewayd_tests::artifact_dir("GATEWAYD_GUEST_DIR", "edge-apps/components");
     assert!(
         dir.join("unit-convert.wasm").is_file(),
         "edge-app guest components not found in {}: run `bash edge-apps/build-guests.sh` \
