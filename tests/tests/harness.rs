@@ -104,10 +104,13 @@ fn ports_are_distinct_and_free() {
 #[test]
 fn child_guard_captures_output_and_terminates() {
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo hello-out; echo hello-err >&2; trap 'echo got-term; exit 3' TERM; while :; do sleep 0.05; done"]);
+    // "trapped" is printed once the TERM trap is installed: terminating
+    // before that would kill the shell by the signal (no exit code).
+    cmd.args(["-c", "echo hello-out; echo hello-err >&2; trap 'echo got-term; exit 3' TERM; echo trapped; while :; do sleep 0.05; done"]);
     let mut child = spawn(cmd).unwrap();
     child.wait_for_log("hello-out", WAIT).unwrap();
     child.wait_for_log("hello-err", WAIT).unwrap();
+    child.wait_for_log("trapped", WAIT).unwrap();
     assert!(child.is_running());
     let status = child.terminate_within(WAIT).unwrap();
     assert_eq!(status.code(), Some(3), "{}", child.log());
