@@ -25,8 +25,7 @@
 //! * Device id: FICR.DEVICEID[0..2] (PS 4.4.2.1) → `nrf52-<16 hex digits>`.
 //! * LED: LED1 of the DK on P0.13, active low.
 
-use core::cell::{Cell, RefCell};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::cell::Cell;
 
 use cortex_m::interrupt::{InterruptNumber, Mutex};
 use cortex_m::peripheral::NVIC;
@@ -35,11 +34,11 @@ use gatewayd_sensor_logic::{
 };
 use gatewayd_sensor_proto::msg::ResetReason;
 use gatewayd_sensor_proto::Str;
-use heapless::Deque;
 
 use crate::common::mmio::Reg;
 use crate::common::noinit::{self, Code};
-use crate::common::runtime::{self, SerialRx, System, Watchdog};
+use crate::common::runtime::{self, System, Watchdog};
+use crate::common::rx;
 use crate::common::stack;
 
 // --- CLOCK (PS 5.4.3, base 0x4000_0000) ---
@@ -167,8 +166,6 @@ const FICR_DEVICEID0: Reg = unsafe { Reg::at(0x1000_0060) };
 // SAFETY: DEVICEID[1], FICR + 0x064, read-only.
 const FICR_DEVICEID1: Reg = unsafe { Reg::at(0x1000_0064) };
 
-static RX: Mutex<RefCell<Deque<u8, 256>>> = Mutex::new(RefCell::new(Deque::new()));
-static RX_OVERFLOWS: AtomicU32 = AtomicU32::new(0);
 static RTC_OVERFLOWS: Mutex<Cell<u32>> = Mutex::new(Cell::new(0));
 
 #[derive(Clone, Copy)]
@@ -204,18 +201,13 @@ extern "C" fn uart0_isr() {
         UART_EVENTS_ERROR.write(0);
         UART_ERRORSRC.write(UART_ERRORSRC.read());
     }
-    cortex_m::interrupt::free(|cs| {
-        let Ok(mut q) = RX.borrow(cs).try_borrow_mut() else {
-            return;
-        };
-        // The RX FIFO holds up to 6 bytes; each read of RXD pops one.
-        while UART_EVENTS_RXDRDY.read() != 0 {
-            UART_EVENTS_RXDRDY.write(0);
-            let byte = UART_RXD.read() as u8;
-            if q.push_back(byte).is_err() {
-                RX_OVERFLOWS.fetch_add(1, Ordering::Relaxed);
-            }
+    // The RX FIFO holds up to 6 bytes; each read of RXD pops one.
+    rx::push_from_isr(|| {
+        if UART_EVENTS_RXDRDY.read() == 0 {
+            return None;
         }
+        UART_EVENTS_RXDRDY.write(0);
+        Some(UART_RXD.read() as u8)
     });
 }
 
@@ -265,15 +257,6 @@ impl SerialTx for Nrf52840 {
             UART_TXD.write(u32::from(b));
             while UART_EVENTS_TXDRDY.read() == 0 {}
         }
-    }
-}
-
-impl SerialRx for Nrf52840 {
-    fn read_byte(&mut self) -> Option<u8> {
-        cortex_m::interrupt::free(|cs| RX.borrow(cs).try_borrow_mut().ok()?.pop_front())
-    }
-    fn rx_pending(&self) -> bool {
-        cortex_m::interrupt::free(|cs| RX.borrow(cs).try_borrow().is_ok_and(|q| !q.is_empty()))
     }
 }
 

@@ -22,8 +22,7 @@
 //!   QEMU implements RESC as a plain register that no reset sets, so under
 //!   QEMU the noinit record decides.
 
-use core::cell::{Cell, RefCell};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::cell::Cell;
 
 use cortex_m::interrupt::{InterruptNumber, Mutex};
 use cortex_m::peripheral::syst::SystClkSource;
@@ -35,11 +34,11 @@ use gatewayd_sensor_logic::{
 };
 use gatewayd_sensor_proto::msg::ResetReason;
 use gatewayd_sensor_proto::Str;
-use heapless::Deque;
 
 use crate::common::mmio::Reg;
 use crate::common::noinit::{self, Code};
-use crate::common::runtime::{self, SerialRx, System, Watchdog};
+use crate::common::runtime::{self, System, Watchdog};
+use crate::common::rx;
 use crate::common::stack;
 
 /// Core clock under QEMU out of reset (see the module docs).
@@ -129,11 +128,6 @@ const ID_OVERRIDE_ADDR: usize = 0x2000_FFF8;
 const ID_OVERRIDE_MAGIC: u32 = 0x1D5E_1D5E;
 const DEFAULT_DEVICE_ID: &str = "lm3s6965-0001";
 
-/// Bytes from the RX interrupt to the main loop (bounded; overflow drops
-/// the byte and counts it; the frame it belonged to then fails its CRC
-/// and is counted by the decoder too).
-static RX: Mutex<RefCell<Deque<u8, 256>>> = Mutex::new(RefCell::new(Deque::new()));
-static RX_OVERFLOWS: AtomicU32 = AtomicU32::new(0);
 static MILLIS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
 
 #[derive(Clone, Copy)]
@@ -165,20 +159,9 @@ pub static __INTERRUPTS: [unsafe extern "C" fn(); 48] = {
 };
 
 extern "C" fn uart0_isr() {
-    cortex_m::interrupt::free(|cs| {
-        let Ok(mut q) = RX.borrow(cs).try_borrow_mut() else {
-            return;
-        };
-        while UART0_FR.read() & FR_RXFE == 0 {
-            // Bits 8..11 are error flags (framing, parity, break,
-            // overrun); the byte goes on anyway and the decoder rejects
-            // the frame.
-            let byte = UART0_DR.read() as u8;
-            if q.push_back(byte).is_err() {
-                RX_OVERFLOWS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
+    // Bits 8..11 of DR are error flags (framing, parity, break, overrun);
+    // the byte goes on anyway and the decoder rejects the frame.
+    rx::push_from_isr(|| (UART0_FR.read() & FR_RXFE == 0).then(|| UART0_DR.read() as u8));
     UART0_ICR.write(UART_INT_ALL);
 }
 
@@ -215,15 +198,6 @@ impl SerialTx for Lm3s6965 {
             while UART0_FR.read() & FR_TXFF != 0 {}
             UART0_DR.write(u32::from(b));
         }
-    }
-}
-
-impl SerialRx for Lm3s6965 {
-    fn read_byte(&mut self) -> Option<u8> {
-        cortex_m::interrupt::free(|cs| RX.borrow(cs).try_borrow_mut().ok()?.pop_front())
-    }
-    fn rx_pending(&self) -> bool {
-        cortex_m::interrupt::free(|cs| RX.borrow(cs).try_borrow().is_ok_and(|q| !q.is_empty()))
     }
 }
 
@@ -348,13 +322,12 @@ pub fn main() -> ! {
         NVIC::unmask(Irq(IRQ_WATCHDOG));
     }
 
-    let device_id = match id_override() {
+    let id = id_override();
+    let device_id = match id {
         Some(id) => device_id_hex("lm3s6965-", id),
         None => Str::new(DEFAULT_DEVICE_ID).unwrap_or_default(),
     };
-    let seed = id_override().unwrap_or(1)
-        ^ u32::from(watchdog_resets).rotate_left(16)
-        ^ (reset_reason as u32);
+    let seed = id.unwrap_or(1) ^ u32::from(watchdog_resets).rotate_left(16) ^ (reset_reason as u32);
     let identity = Identity {
         device_id,
         firmware: Str::new(env!("CARGO_PKG_VERSION")).unwrap_or_default(),

@@ -5,14 +5,7 @@ use cortex_m_rt::{exception, ExceptionFrame};
 use gatewayd_sensor_logic::{App, Board, Request};
 
 use super::noinit::{self, Code};
-
-/// The UART's receive side: bytes queued by the RX interrupt.
-pub trait SerialRx {
-    /// The next received byte, if any.
-    fn read_byte(&mut self) -> Option<u8>;
-    /// Whether a byte is waiting (called with interrupts masked).
-    fn rx_pending(&self) -> bool;
-}
+use super::rx;
 
 /// The hardware watchdog.
 pub trait Watchdog {
@@ -37,12 +30,12 @@ const RX_BURST: usize = 64;
 
 /// Runs the application forever: boot messages, then receive, poll the
 /// timers, feed the watchdog, sleep until the next interrupt.
-pub fn run<B: Board + SerialRx + Watchdog + System>(board: &mut B, app: &mut App) -> ! {
+pub fn run<B: Board + Watchdog + System>(board: &mut B, app: &mut App) -> ! {
     app.start(board);
     loop {
         board.feed();
         for _ in 0..RX_BURST {
-            let Some(byte) = board.read_byte() else { break };
+            let Some(byte) = rx::read_byte() else { break };
             if let Some(Request::Reboot) = app.on_rx_byte(byte, board) {
                 board.reset(Code::Software);
             }
@@ -54,7 +47,7 @@ pub fn run<B: Board + SerialRx + Watchdog + System>(board: &mut B, app: &mut App
         // as soon as the critical section ends. SysTick (1 kHz) and the
         // UART RX interrupt wake the loop.
         cortex_m::interrupt::free(|_| {
-            if !board.rx_pending() {
+            if !rx::pending() {
                 cortex_m::asm::wfi();
             }
         });
