@@ -421,17 +421,24 @@ mod tests {
         assert!(c.sources.contains_key("coap"));
     }
 
+    /// The example's commented block from the line `first` up to (not
+    /// including) the next line starting with `stop`, or the end: its
+    /// comments (`# # …`) dropped, the rest uncommented.
+    fn uncommented_example_block(first: &str, stop: &str) -> String {
+        let mut lines = EXAMPLE.lines().skip_while(|l| *l != first);
+        let head = lines.next().unwrap_or_default();
+        std::iter::once(head)
+            .chain(lines.take_while(|l| !l.starts_with(stop)))
+            .filter(|l| !l.starts_with("# # "))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect()
+    }
+
     /// The commented `[sources.lora]` block of the example, uncommented
     /// (its device list left out: placeholders), is the adapter's defaults.
     #[test]
     fn example_lorawan_block_is_the_defaults() {
-        let block: String = EXAMPLE
-            .lines()
-            .skip_while(|l| *l != "# [sources.lora]")
-            .take_while(|l| !l.starts_with("# devices"))
-            .filter(|l| !l.starts_with("# # "))
-            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-            .collect();
+        let block = uncommented_example_block("# [sources.lora]", "# devices");
         assert!(block.starts_with("[sources.lora]"), "{block}");
         let c = Config::parse(&block).unwrap();
         let effective = crate::sources::check("lora", &c.sources["lora"]).unwrap();
@@ -445,12 +452,7 @@ mod tests {
     /// is the serial adapter's defaults (but for the port's path and name).
     #[test]
     fn example_serial_block_is_the_defaults() {
-        let block: String = EXAMPLE
-            .lines()
-            .skip_while(|l| *l != "# [sources.wired]")
-            .filter(|l| !l.starts_with("# # "))
-            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
-            .collect();
+        let block = uncommented_example_block("# [sources.wired]", "# [sources.");
         assert!(block.starts_with("[sources.wired]"), "{block}");
         let c = Config::parse(&block).unwrap();
         let effective = crate::sources::check("wired", &c.sources["wired"]).unwrap();

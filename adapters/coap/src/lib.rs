@@ -102,13 +102,12 @@ mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gatewayd_core::{
     CommitError, Committed, ConfigError, ReadingSink, Source, SourceContext, SourceError,
     SourceState,
 };
-use gatewayd_model::Timestamp;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -124,13 +123,7 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// Consecutive socket receive errors after which the source fails.
 const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 100;
 
-pub(crate) fn wall_clock() -> Timestamp {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp(micros)
-}
+pub(crate) use gatewayd_core::wall_clock;
 
 /// A configured, not yet bound, CoAP source.
 #[derive(Debug)]

@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use gatewayd_core::{
     CommandError, ConfigError, ReadingSink, SinkError, Source, SourceCommand, SourceContext,
     SourceError, SourceState,
 };
-use gatewayd_model::{Reading, Timestamp};
+use gatewayd_model::Reading;
 use gatewayd_sensor_proto::msg::Command;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -292,13 +292,6 @@ struct PortTask {
     next_id: u64,
 }
 
-fn wall_now() -> Timestamp {
-    let us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    Timestamp(us)
-}
-
 /// Whether `path` is (a link to) a pseudo-terminal slave.
 fn is_pty(path: &str) -> bool {
     std::fs::canonicalize(path).is_ok_and(|p| p.starts_with("/dev/pts"))
@@ -441,7 +434,7 @@ impl PortTask {
                     Ok(0) => return End::Closed("end of file".into()),
                     Ok(n) => {
                         let bytes = buf.get(..n).unwrap_or(&[]);
-                        self.session.handle_bytes(bytes, std::time::Instant::now(), wall_now());
+                        self.session.handle_bytes(bytes, std::time::Instant::now(), gatewayd_core::wall_clock());
                     }
                     Err(e) => return End::Closed(format!("read: {e}")),
                 },

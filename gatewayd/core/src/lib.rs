@@ -553,3 +553,14 @@ mod log_rate_limit_tests {
         assert_eq!(r.allow(t0 + Duration::from_secs(25)), Some(1));
     }
 }
+
+/// The gateway's wall clock as a reading timestamp (µs since the Unix
+/// epoch): the time sources give readings whose devices send none. A clock
+/// before 1970 gives 0.
+pub fn wall_clock() -> gatewayd_model::Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    gatewayd_model::Timestamp(micros)
+}
